@@ -1,0 +1,43 @@
+"""Every default key, element name and physical constant used by stpredict, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- coordinate systems -------------------------------------------------------------------
+#: Suffix that marks a coordinate system in microns. A reader with ``dataset_id="C2"`` writes
+#: the pixel system ``"C2"`` and the micron system ``"C2_um"``; one without writes ``"global"``
+#: and ``"um"``.
+MICRON_CS_SUFFIX: Final = "um"
+DEFAULT_PIXEL_CS: Final = "global"
+
+# --- element names ------------------------------------------------------------------------
+IMAGE_KEY: Final = "he"
+SPOTS_KEY: Final = "spots"
+TRUTH_KEY: Final = "truth"
+DOMAINS_KEY: Final = "domains"
+CELLS_KEY: Final = "cells"
+ST_SPOTS_KEY: Final = "st_spots"
+VISIUM_SPOTS_KEY: Final = "visium_spots"
+KEY_ADDED: Final = "pixnet"
+
+
+def square_key(bin_um: int | float) -> str:
+    """Element name of square bins of side ``bin_um`` µm, as Space Ranger names them (``square_008um``)."""
+    return f"square_{int(round(bin_um)):03d}um"
+
+
+# --- table columns ------------------------------------------------------------------------
+REGION_KEY: Final = "region"
+INSTANCE_KEY: Final = "instance_id"
+SPATIAL_KEY: Final = "spatial"
+DOMAIN_COL: Final = "domain"
+EXPECTED_LAYER: Final = "expected"
+UNS_KEY: Final = "stpredict"
+
+# --- legacy ST / Visium geometry ----------------------------------------------------------
+ST_SPOT_DIAMETER_UM: Final = 100.0
+ST_PITCH_UM: Final = 200.0
+VISIUM_SPOT_DIAMETER_UM: Final = 55.0
+VISIUM_PITCH_UM: Final = 100.0
+VISIUM_HD_BINS_UM: Final = (2, 8, 16)

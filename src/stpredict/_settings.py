@@ -1,0 +1,116 @@
+"""Package-wide settings (one object, :data:`stpredict.settings`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._logging import set_verbosity
+
+__all__ = ["settings"]
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class StpredictSettings:
+    """Global settings of stpredict.
+
+    Attributes are validated on assignment. Change them like scanpy's settings::
+
+        import stpredict as stp
+
+        stp.settings.verbosity = 3  # debug logging
+        stp.settings.device = "cpu"
+        stp.settings.progress_bar = False
+
+    Attributes
+    ----------
+    verbosity
+        0 = errors, 1 = warnings, 2 = info (default), 3 = debug.
+    device
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+    progress_bar
+        Whether long-running functions show tqdm progress bars.
+    datasetdir
+        Folder where local datasets (e.g. HER2ST sections) are looked up. Defaults to the
+        ``STPREDICT_DATA_DIR`` environment variable or ``./data``.
+    seed
+        Default random seed for synthetic data, tile sampling and training.
+    n_jobs
+        Number of CPU threads for torch and dask work (``None`` leaves the libraries' defaults).
+
+    """
+
+    def __init__(self) -> None:
+        self._verbosity = 2
+        set_verbosity(self._verbosity)
+        self._device = "auto"
+        self._progress_bar = True
+        self._datasetdir = Path(os.environ.get("STPREDICT_DATA_DIR", "data"))
+        self._seed = 0
+        self._n_jobs: int | None = None
+
+    @property
+    def verbosity(self) -> int:
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 3:
+            raise ValueError(f"verbosity must be an int in 0..3, got {value!r}.")
+        self._verbosity = value
+        set_verbosity(value)
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        if not isinstance(value, str) or value.split(":")[0] not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES} (optionally 'cuda:N'), got {value!r}.")
+        self._device = value
+
+    @property
+    def progress_bar(self) -> bool:
+        return self._progress_bar
+
+    @progress_bar.setter
+    def progress_bar(self, value: bool) -> None:
+        self._progress_bar = bool(value)
+
+    @property
+    def datasetdir(self) -> Path:
+        return self._datasetdir
+
+    @datasetdir.setter
+    def datasetdir(self, value: str | os.PathLike) -> None:
+        self._datasetdir = Path(value)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"seed must be an int, got {value!r}.")
+        self._seed = value
+
+    @property
+    def n_jobs(self) -> int | None:
+        return self._n_jobs
+
+    @n_jobs.setter
+    def n_jobs(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"n_jobs must be a positive int or None, got {value!r}.")
+        self._n_jobs = value
+
+    def __repr__(self) -> str:
+        fields = ("verbosity", "device", "progress_bar", "datasetdir", "seed", "n_jobs")
+        body = ", ".join(f"{f}={getattr(self, f)!r}" for f in fields)
+        return f"StpredictSettings({body})"
+
+
+settings = StpredictSettings()
