@@ -1,6 +1,5 @@
-"""Tools: SpatialData in, SpatialData out.
+"""Tools: SpatialData in, SpatialData out."""
 
-Training (``tl.train``) and dense prediction (``tl.predict_dense``) arrive with the model.
-"""
+from ._train import train
 
-__all__: list[str] = []
+__all__ = ["train"]
