@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+import importlib.metadata
 
 project = "stpredict"
 author = "stpredict developers"
 copyright = "2026, stpredict developers"
-release = version("stpredict")
+release = importlib.metadata.version("stpredict")
+version = release
 
 extensions = [
     "myst_nb",
@@ -33,7 +34,20 @@ intersphinx_mapping = {
     "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
     "spatialdata_io": ("https://spatialdata.scverse.org/projects/io/en/stable/", None),
 }
-# Offline builds (no network): intersphinx inventories may be unreachable; do not fail -W on that.
-suppress_warnings = ["intersphinx.external", "config.cache"]
+
+
+def _online(host: str = "docs.python.org") -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+# Offline builds (no network): skip the inventories instead of failing -W on unreachable hosts.
+if not _online():
+    intersphinx_mapping = {}
 html_theme = "sphinx_book_theme"
 html_title = "stpredict"

@@ -24,7 +24,7 @@ KEY_ADDED: Final = "pixnet"
 
 def square_key(bin_um: int | float) -> str:
     """Element name of square bins of side ``bin_um`` µm, as Space Ranger names them (``square_008um``)."""
-    return f"square_{int(round(bin_um)):03d}um"
+    return f"square_{round(bin_um):03d}um"
 
 
 # --- table columns ------------------------------------------------------------------------

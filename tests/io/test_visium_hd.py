@@ -41,7 +41,7 @@ def test_visium_hd_errors(tmp_path, outs, synthetic_small):
         stp.io.read_visium_hd(outs)  # dataset_id is required
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="scalefactors_json.json"):
+    with pytest.raises(FileNotFoundError, match=r"scalefactors_json\.json"):
         stp.io.read_visium_hd(empty, dataset_id="x")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         stp.datasets.write_visium_hd_outs(synthetic_small, outs)

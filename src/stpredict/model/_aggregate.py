@@ -8,7 +8,8 @@ its centre is ``(j + 0.5, i + 0.5)``). The operator is a sparse *footprint × pi
 Membership is exact: a pixel belongs to a footprint when its centre lies inside
 (``coverage="center"``), or with weight equal to the covered fraction of the pixel, estimated on an
 ``s × s`` sub-pixel lattice (``coverage="fraction"``). A footprint that contains no pixel centre
-(smaller than a pixel) gets the pixel under its centroid. Footprints not entirely inside the map
+(smaller than a pixel) gets the pixel under its centroid; one with no pixel on the map has an empty
+row. Footprints not entirely inside the map
 are excluded (:func:`footprint_matrix` returns which were kept), so training never fits a spot to a
 truncated footprint.
 """
@@ -46,7 +47,7 @@ class Footprints:
         return len(self.centres)
 
     @property
-    def is_disk(self) -> bool:  # noqa: D102
+    def is_disk(self) -> bool:
         return self.radii is not None
 
     def bounds(self) -> np.ndarray:
@@ -58,7 +59,7 @@ class Footprints:
 
         return shapely.bounds(self.geometries)
 
-    def subset(self, idx: np.ndarray) -> Footprints:  # noqa: D102
+    def subset(self, idx: np.ndarray) -> Footprints:
         if self.is_disk:
             return Footprints(self.centres[idx], radii=self.radii[idx])
         return Footprints(self.centres[idx], geometries=self.geometries[idx])
@@ -129,12 +130,15 @@ def footprint_matrix(
     coverage
         ``"center"`` (a pixel belongs when its centre is inside) or ``"fraction"`` (weight = covered
         fraction of the pixel, on a ``supersample × supersample`` lattice).
+    supersample
+        Sub-pixel lattice size for ``coverage="fraction"``.
     require_inside
         Keep only footprints entirely inside the map (the training rule).
 
     Returns
     -------
     ``(A, kept)``: the ``(len(kept), H*W)`` CSR matrix and the indices of the footprints it covers.
+
     """
     if how not in ("mean", "sum"):
         raise ValueError(f"how must be 'mean' or 'sum', got {how!r}.")
@@ -160,10 +164,11 @@ def footprint_matrix(
     nz = weight > 0
     A = sparse.csr_matrix((weight[nz], (fid[nz], rows[nz] * w + cols[nz])), shape=(len(sub), h * w))
     empty = np.nonzero(np.diff(A.indptr) == 0)[0]
+    c = sub.centres[empty]
+    on_map = (c[:, 0] >= 0) & (c[:, 0] < w) & (c[:, 1] >= 0) & (c[:, 1] < h)
+    empty, c = empty[on_map], c[on_map]
     if empty.size:  # smaller than a pixel: take the pixel under the centroid
-        c = sub.centres[empty]
-        r = np.clip(np.floor(c[:, 1]).astype(int), 0, h - 1)
-        q = np.clip(np.floor(c[:, 0]).astype(int), 0, w - 1)
+        r, q = np.floor(c[:, 1]).astype(int), np.floor(c[:, 0]).astype(int)
         A = A + sparse.csr_matrix((np.ones(empty.size), (empty, r * w + q)), shape=A.shape)
     if how == "mean":
         totals = np.asarray(A.sum(1)).ravel()

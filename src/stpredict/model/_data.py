@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .. import _constants as C
 from .._logging import logger
 from .._utils import full_resolution
 from ..pp._mpp import get_mpp, is_micron_cs
@@ -25,7 +24,16 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-__all__ = ["Recipe", "SectionData", "load_section", "normalize_counts", "select_genes"]
+__all__ = [
+    "Recipe",
+    "SectionData",
+    "default_image_key",
+    "load_section",
+    "normalize_counts",
+    "resample_image",
+    "select_genes",
+    "table_footprints",
+]
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Recipe:
     target_sum: float = 1e4
     log1p: bool = True
 
-    def to_dict(self) -> dict:  # noqa: D102
+    def to_dict(self) -> dict:
         return {"genes": list(self.genes), "target_sum": float(self.target_sum), "log1p": bool(self.log1p)}
 
 
@@ -87,7 +95,9 @@ def select_genes(tables: Sequence[AnnData], n_top: int = 250) -> list[str]:
 
 
 def _affine(transformation) -> np.ndarray:
-    return np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+    return np.asarray(
+        transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float
+    )
 
 
 def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tuple[Footprints, np.ndarray]:
@@ -96,6 +106,7 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
     Returns
     -------
     ``(footprints, rows)``: footprints in the order of ``rows`` (table row indices that have a shape).
+
     """
     import geopandas as gpd
     from spatialdata.transformations import get_transformation
@@ -107,9 +118,11 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
     region, region_key, instance_key = attrs.get("region"), attrs.get("region_key"), attrs.get("instance_key")
     regions = [region] if isinstance(region, str) else list(region or [])
     if not regions:
-        raise ValueError(f"Table {table_name!r} is not linked to shapes (no spatialdata region); parse it with TableModel.")
+        raise ValueError(
+            f"Table {table_name!r} is not linked to shapes (no spatialdata region); parse it with TableModel."
+        )
     img_ts = get_transformation(sdata.images[image_key], get_all=True)
-    centres, radii, geoms, rows = [], [], [], []
+    centres, rows = [], []
     for reg in regions:
         if reg not in sdata.shapes:
             raise ValueError(f"Table {table_name!r} annotates {reg!r}, which is not a shapes element.")
@@ -122,7 +135,11 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
                 f"{sorted(shp_ts)}, image: {sorted(img_ts)}); add one with stpredict.pp.set_mpp."
             )
         M = np.linalg.inv(_affine(img_ts[common[0]])) @ _affine(shp_ts[common[0]])
-        mask = (table.obs[region_key] == reg).to_numpy() if region_key in table.obs else np.ones(table.n_obs, bool)
+        mask = (
+            (table.obs[region_key] == reg).to_numpy()
+            if region_key in table.obs
+            else np.ones(table.n_obs, bool)
+        )
         ids = table.obs.loc[mask, instance_key].to_numpy()
         missing = ~pd.Index(ids).isin(shp.index)
         if missing.any():
@@ -149,19 +166,26 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
     if any(f.is_disk for f in centres) and not all(f.is_disk for f in centres):
         raise ValueError(f"Table {table_name!r} mixes circles and polygons across regions; split it.")
     if centres[0].is_disk:
-        fp = Footprints(np.vstack([f.centres for f in centres]), radii=np.concatenate([f.radii for f in centres]))
+        fp = Footprints(
+            np.vstack([f.centres for f in centres]), radii=np.concatenate([f.radii for f in centres])
+        )
     else:
-        fp = Footprints(np.vstack([f.centres for f in centres]), geometries=np.concatenate([f.geometries for f in centres]))
-    del radii, geoms
+        fp = Footprints(
+            np.vstack([f.centres for f in centres]),
+            geometries=np.concatenate([f.geometries for f in centres]),
+        )
     return fp, np.concatenate(rows)
 
 
-def resample_image(sdata: SpatialData, image_key: str, target_mpp: float) -> tuple[np.ndarray, tuple[float, float]]:
+def resample_image(
+    sdata: SpatialData, image_key: str, target_mpp: float
+) -> tuple[np.ndarray, tuple[float, float]]:
     """The RGB image at ``target_mpp`` as ``(H, W, 3)`` uint8, read from the best pyramid level.
 
     Returns
     -------
     ``(array, (sx, sy))`` where ``sx, sy`` are full-resolution pixels per output pixel.
+
     """
     from PIL import Image
 
@@ -184,7 +208,11 @@ def resample_image(sdata: SpatialData, image_key: str, target_mpp: float) -> tup
     arr = np.ascontiguousarray(best.transpose("y", "x", "c").values)
     Wt, Ht = max(1, round(W0 / f)), max(1, round(H0 / f))
     if (arr.shape[1], arr.shape[0]) != (Wt, Ht):
-        arr = np.asarray(Image.fromarray(arr).resize((Wt, Ht), Image.Resampling.BOX if f >= 1 else Image.Resampling.BILINEAR))
+        arr = np.asarray(
+            Image.fromarray(arr).resize(
+                (Wt, Ht), Image.Resampling.BOX if f >= 1 else Image.Resampling.BILINEAR
+            )
+        )
     return arr, (W0 / Wt, H0 / Ht)
 
 
@@ -201,7 +229,7 @@ class SectionData:
     bounds: list[np.ndarray] = field(default_factory=list)
 
     @property
-    def n_footprints(self) -> int:  # noqa: D102
+    def n_footprints(self) -> int:
         return int(sum(len(f) for f in self.footprints))
 
 
@@ -237,11 +265,11 @@ def load_section(
 
 def default_image_key(sdata: SpatialData) -> str:
     """The only RGB uint8 image of ``sdata`` (used when ``image_key`` is not given)."""
-    keys = [k for k, el in sdata.images.items() if full_resolution(el).sizes.get("c") == 3 and full_resolution(el).dtype == np.uint8]
+    keys = [
+        k
+        for k, el in sdata.images.items()
+        if full_resolution(el).sizes.get("c") == 3 and full_resolution(el).dtype == np.uint8
+    ]
     if len(keys) != 1:
         raise ValueError(f"Pass `image_key=`: the RGB uint8 images are {keys}.")
     return keys[0]
-
-
-__all__ += ["default_image_key", "resample_image", "table_footprints"]
-_ = C

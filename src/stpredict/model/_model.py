@@ -84,6 +84,7 @@ class PixNet:
         fit inside a tile to be used.
     target_sum
         Normalisation target: counts / footprint total × ``target_sum``, then log1p.
+
     """
 
     def __init__(
@@ -107,7 +108,9 @@ class PixNet:
             "encoder": encoder,
             "pretrained": bool(pretrained),
             "encoder_weights": os.fspath(encoder_weights) if encoder_weights is not None else None,
-            "decoder_channels": decoder_channels if isinstance(decoder_channels, int) else list(decoder_channels),
+            "decoder_channels": decoder_channels
+            if isinstance(decoder_channels, int)
+            else list(decoder_channels),
             "expansion": int(expansion),
             "out_activation": out_activation,
             "freeze_encoder": bool(freeze_encoder),
@@ -130,11 +133,11 @@ class PixNet:
         return list(self.recipe.genes) if self.recipe else []
 
     @property
-    def freeze_encoder(self) -> bool:  # noqa: D102
+    def freeze_encoder(self) -> bool:
         return bool(self.config["freeze_encoder"])
 
     @property
-    def train_mpp(self) -> float:  # noqa: D102
+    def train_mpp(self) -> float:
         return float(self.config["train_mpp"])
 
     def _build(self, *, load_weights: bool = True) -> None:
@@ -224,6 +227,7 @@ class PixNet:
         Returns
         -------
         ``self``, trained; per-epoch metrics are appended to :attr:`history`.
+
         """
         from .._settings import settings
 
@@ -257,7 +261,14 @@ class PixNet:
         progress = settings.progress_bar if progress is None else progress
         T, mpp = self.config["tile_size"], self.train_mpp
         sections = [
-            load_section(sdatas[i], image_key=keys[i], tables=tables, recipe=self.recipe, train_mpp=mpp, name=f"section{i}")
+            load_section(
+                sdatas[i],
+                image_key=keys[i],
+                tables=tables,
+                recipe=self.recipe,
+                train_mpp=mpp,
+                name=f"section{i}",
+            )
             for i in range(len(sdatas))
         ]
         sampler = TileSampler(
@@ -271,7 +282,9 @@ class PixNet:
         )
         val_batches = None
         if val_idx:
-            vs = TileSampler([sections[i] for i in val_idx], tile_size=T, augment=False, coverage=coverage, seed=seed)
+            vs = TileSampler(
+                [sections[i] for i in val_idx], tile_size=T, augment=False, coverage=coverage, seed=seed
+            )
             val_batches = vs.fixed_batches(batch_size)
         n_fp = sum(sections[i].n_footprints for i in train_idx)
         if not self.history:
@@ -332,7 +345,7 @@ class PixNet:
             raise RuntimeError("The model has no genes yet: train it (or pass genes=) before predicting.")
 
     def _tiles(self, h: int, w: int, tile: int, overlap: float):
-        step = max(1, int(round(tile * (1 - overlap))))
+        step = max(1, round(tile * (1 - overlap)))
 
         def starts(n):
             if n <= tile:
@@ -343,7 +356,9 @@ class PixNet:
         return [(y, x) for y in starts(h) for x in starts(w)], min(tile, h), min(tile, w)
 
     @torch.no_grad()
-    def _tile_maps(self, image: np.ndarray, *, tile: int | None, overlap: float, batch_size: int, device: str | None):
+    def _tile_maps(
+        self, image: np.ndarray, *, tile: int | None, overlap: float, batch_size: int, device: str | None
+    ):
         """Yield ``(y0, x0, weighted map (M, th, tw))`` with blending weights already normalised."""
         from .._settings import settings
 
@@ -383,7 +398,9 @@ class PixNet:
         """
         h, w = image.shape[:2]
         out = np.zeros((len(self.genes), h, w), np.float32)
-        for y0, x0, g in self._tile_maps(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device):
+        for y0, x0, g in self._tile_maps(
+            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
+        ):
             out[:, y0 : y0 + g.shape[1], x0 : x0 + g.shape[2]] += g
         return out
 
@@ -413,14 +430,18 @@ class PixNet:
         A, kept = footprint_matrix(fp, (h, w), how="sum", coverage=coverage, require_inside=False)
         A = A.tocsc()
         acc = np.zeros((A.shape[0], len(self.genes)), np.float64)
-        for y0, x0, g in self._tile_maps(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device):
+        for y0, x0, g in self._tile_maps(
+            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
+        ):
             th, tw = g.shape[1:]
             cols = ((np.arange(y0, y0 + th)[:, None] * w) + np.arange(x0, x0 + tw)[None, :]).ravel()
             sub = A[:, cols]
             if sub.nnz:
                 acc += sub @ g.reshape(len(self.genes), -1).T
+        totals = np.asarray(A.sum(1)).ravel()
         if how == "mean":
-            acc /= np.maximum(np.asarray(A.sum(1)).ravel(), 1e-12)[:, None]
+            acc /= np.maximum(totals, 1e-12)[:, None]
+        acc[totals == 0] = np.nan  # footprint entirely off the image
         out = np.full((sdata.tables[table].n_obs, len(self.genes)), np.nan, np.float32)
         out[rows[kept]] = acc
         return out
@@ -436,7 +457,9 @@ class PixNet:
         self._check_trained()
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint.")
+            raise FileExistsError(
+                f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint."
+            )
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.module.state_dict(), path / _WEIGHTS)
         if save_optimizer and self.optimizer_state is not None:
@@ -462,11 +485,15 @@ class PixNet:
         path = Path(path)
         cfg_path, w_path = path / _CONFIG, path / _WEIGHTS
         if not cfg_path.is_file() or not w_path.is_file():
-            raise FileNotFoundError(f"{path} is not a PixNet checkpoint: expected {_CONFIG} and {_WEIGHTS} in it.")
+            raise FileNotFoundError(
+                f"{path} is not a PixNet checkpoint: expected {_CONFIG} and {_WEIGHTS} in it."
+            )
         try:
             config = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{cfg_path} is not valid JSON (truncated or corrupted checkpoint): {exc}") from exc
+            raise ValueError(
+                f"{cfg_path} is not valid JSON (truncated or corrupted checkpoint): {exc}"
+            ) from exc
         if config.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a PixNet checkpoint (format {config.get('format')!r}).")
         if config.get("format_version", 0) > _FORMAT_VERSION:
@@ -500,13 +527,17 @@ class PixNet:
         try:
             model.module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"The weights in {w_path} do not fit the architecture in {_CONFIG}: {exc}") from exc
+            raise ValueError(
+                f"The weights in {w_path} do not fit the architecture in {_CONFIG}: {exc}"
+            ) from exc
         model.history = list(config.get("history", []))
         model.training_params = dict(config.get("training", {}))
         if (path / _OPTIMIZER).is_file():
             model.optimizer_state = torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=False)
         if config.get("stpredict_version") != __version__:
-            logger.info(f"Checkpoint written by stpredict {config.get('stpredict_version')}; this is {__version__}.")
+            logger.info(
+                f"Checkpoint written by stpredict {config.get('stpredict_version')}; this is {__version__}."
+            )
         if device is not None:
             model.module.to(resolve_device(device))
         return model

@@ -39,8 +39,10 @@ class ViTPyramid(nn.Module):
         self.channels = [dim // 4, dim // 2, dim, dim]
         self.reductions = [patch // 4, patch // 2, patch, patch * 2]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # noqa: D102
-        feats = self.vit.forward_intermediates(x, indices=self.indices, output_fmt="NCHW", intermediates_only=True)
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.vit.forward_intermediates(
+            x, indices=self.indices, output_fmt="NCHW", intermediates_only=True
+        )
         f1, f2, f3, f4 = feats[-4:]
         return [self.up4(f1), self.up2(f2), f3, self.down2(f4)]
 
@@ -68,6 +70,7 @@ class Encoder(nn.Module):
         Path to a local weights file (state dict or timm checkpoint) to load instead of the hub's.
     out_indices
         Which CNN stages to return (default: all).
+
     """
 
     def __init__(
@@ -109,11 +112,13 @@ class Encoder(nn.Module):
             if pretrained:
                 raise _weights_error(name, exc) from exc
             raise
-        cfg = getattr(self.body, "pretrained_cfg", None) or getattr(getattr(self.body, "vit", None), "pretrained_cfg", {})
+        cfg = getattr(self.body, "pretrained_cfg", None) or getattr(
+            getattr(self.body, "vit", None), "pretrained_cfg", {}
+        )
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
 
 
@@ -128,7 +133,7 @@ class DFFN(nn.Module):
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(self.norm(x))))
 
 
@@ -138,11 +143,13 @@ class DecoderStage(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, expansion: int = 2) -> None:
         super().__init__()
         self.dconv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.proj = nn.Identity() if skip_channels == out_channels else nn.Conv2d(skip_channels, out_channels, 1)
+        self.proj = (
+            nn.Identity() if skip_channels == out_channels else nn.Conv2d(skip_channels, out_channels, 1)
+        )
         self.delta = nn.Parameter(torch.ones(()))
         self.dffn = DFFN(out_channels, expansion)
 
-    def forward(self, d: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, d: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = self.dconv(d)
         if up.shape[-2:] != skip.shape[-2:]:
             up = F.interpolate(up, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -170,6 +177,7 @@ class PixNetModule(nn.Module):
         ``"identity"`` (log-normalised targets), ``"softplus"`` or ``"relu"`` (non-negative targets).
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
+
     """
 
     def __init__(
@@ -189,7 +197,9 @@ class PixNetModule(nn.Module):
         if out_activation not in _ACTIVATIONS:
             raise ValueError(f"out_activation must be one of {sorted(_ACTIVATIONS)}, got {out_activation!r}.")
         self.encoder = (
-            encoder if isinstance(encoder, Encoder) else Encoder(encoder, pretrained=pretrained, weights=encoder_weights)
+            encoder
+            if isinstance(encoder, Encoder)
+            else Encoder(encoder, pretrained=pretrained, weights=encoder_weights)
         )
         chans = self.encoder.channels
         n_stages = len(chans) - 1

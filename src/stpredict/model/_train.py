@@ -87,6 +87,7 @@ class TileSampler:
         and their features can be cached).
     max_footprints
         At most this many footprints per table and tile (random subset) to bound the step cost.
+
     """
 
     def __init__(
@@ -138,7 +139,9 @@ class TileSampler:
         T = self.tile
         mats, ys, ids = [], [], []
         for t, (fp, b) in enumerate(zip(sec.footprints, sec.bounds, strict=True)):
-            inside = np.nonzero((b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] <= x0 + T) & (b[:, 3] <= y0 + T))[0]
+            inside = np.nonzero(
+                (b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] <= x0 + T) & (b[:, 3] <= y0 + T)
+            )[0]
             if limit and inside.size > self.max_footprints:
                 inside = self.rng.choice(inside, self.max_footprints, replace=False)
             if inside.size == 0:
@@ -197,16 +200,29 @@ class TileSampler:
                     mats, ys = [], []
                     for t, (fp, b) in enumerate(zip(sec.footprints, sec.bounds, strict=True)):
                         inside = np.nonzero(
-                            ~done[t] & (b[:, 0] >= x0c) & (b[:, 1] >= y0c) & (b[:, 2] <= x0c + T) & (b[:, 3] <= y0c + T)
+                            ~done[t]
+                            & (b[:, 0] >= x0c)
+                            & (b[:, 1] >= y0c)
+                            & (b[:, 2] <= x0c + T)
+                            & (b[:, 3] <= y0c + T)
                         )[0]
                         if inside.size == 0:
                             continue
-                        A, kept = footprint_matrix(fp.subset(inside).shifted(-x0c, -y0c), (T, T), coverage=self.coverage)
+                        A, kept = footprint_matrix(
+                            fp.subset(inside).shifted(-x0c, -y0c), (T, T), coverage=self.coverage
+                        )
                         done[t][inside[kept]] = True
                         mats.append(A)
                         ys.append(sec.targets[t][inside[kept]])
                     if mats:
-                        cur.append((self.tile_image(sec, x0c, y0c), sparse.vstack(mats).tocsr(), np.vstack(ys), (s, x0c, y0c)))
+                        cur.append(
+                            (
+                                self.tile_image(sec, x0c, y0c),
+                                sparse.vstack(mats).tocsr(),
+                                np.vstack(ys),
+                                (s, x0c, y0c),
+                            )
+                        )
                     if len(cur) == batch_size:
                         batches.append(cur)
                         cur = []
@@ -215,8 +231,15 @@ class TileSampler:
         out = []
         for b in batches:
             imgs = torch.from_numpy(np.stack([c[0] for c in b])).permute(0, 3, 1, 2).contiguous()
-            out.append(Batch(imgs, sparse.block_diag([c[1] for c in b], format="csr"), np.vstack([c[2] for c in b]),
-                             [c[3] for c in b], [(0, False)] * len(b)))
+            out.append(
+                Batch(
+                    imgs,
+                    sparse.block_diag([c[1] for c in b], format="csr"),
+                    np.vstack([c[2] for c in b]),
+                    [c[3] for c in b],
+                    [(0, False)] * len(b),
+                )
+            )
         return out
 
 
@@ -237,7 +260,7 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key):  # noqa: D102
+    def get(self, key):
         if key in self.data:
             self.data.move_to_end(key)
             self.hits += 1
@@ -245,7 +268,7 @@ class FeatureCache:
         self.misses += 1
         return None
 
-    def put(self, key, value) -> None:  # noqa: D102
+    def put(self, key, value) -> None:
         self.data[key] = value
         self.data.move_to_end(key)
         while len(self.data) > self.size:
@@ -332,10 +355,14 @@ def train_loop(
             net.encoder.eval()
         t0 = time.perf_counter()
         losses, pccs = [], []
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {start_epoch + epoch + 1}", disable=not progress, leave=False)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {start_epoch + epoch + 1}", disable=not progress, leave=False
+        )
         for _ in bar:
             batch = sampler.sample(batch_size)
-            pred = run_batch(net, batch, device, cache=cache, frozen=frozen, jitter_gen=gen if colour_augment else None)
+            pred = run_batch(
+                net, batch, device, cache=cache, frozen=frozen, jitter_gen=gen if colour_augment else None
+            )
             loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(device), lam)
             opt.zero_grad(set_to_none=True)
             loss.backward()

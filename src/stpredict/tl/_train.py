@@ -69,6 +69,7 @@ def train(
     Returns
     -------
     The trained :class:`~stpredict.model.PixNet`; ``model.history`` holds per-epoch metrics.
+
     """
     import inspect
 
@@ -91,4 +92,6 @@ def train(
         fit = dict(kwargs)
         if genes is not None and list(genes) != model.genes:
             raise ValueError("`genes` differ from the genes of the model being resumed.")
-    return model.train(sdata, tables=tables, image_key=image_key, validation=validation, n_top_genes=n_top_genes, **fit)
+    return model.train(
+        sdata, tables=tables, image_key=image_key, validation=validation, n_top_genes=n_top_genes, **fit
+    )

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+import torch
+
+from stpredict.model import Footprints, aggregate_map, footprint_matrix, to_torch_sparse
+
+
+def _brute(fp: Footprints, shape, how="mean", inside_only=True):
+    """Reference: loop over every footprint and pixel, test the pixel centre."""
+    h, w = shape
+    rows, kept = [], []
+    for i in range(len(fp)):
+        b = fp.subset(np.array([i])).bounds()[0]
+        if inside_only and not (b[0] >= 0 and b[1] >= 0 and b[2] <= w and b[3] <= h):
+            continue
+        m = np.zeros(h * w)
+        for r in range(h):
+            for c in range(w):
+                x, y = c + 0.5, r + 0.5
+                if fp.is_disk:
+                    ok = (x - fp.centres[i, 0]) ** 2 + (y - fp.centres[i, 1]) ** 2 <= fp.radii[i] ** 2
+                else:
+                    ok = fp.geometries[i].contains(shapely.Point(x, y))
+                m[r * w + c] = ok
+        cx, cy = fp.centres[i]
+        if m.sum() == 0 and 0 <= cx < w and 0 <= cy < h:
+            m[int(cy) * w + int(cx)] = 1
+        rows.append(m / max(m.sum(), 1e-12) if how == "mean" else m)
+        kept.append(i)
+    return np.array(rows).reshape(len(rows), h * w), np.array(kept, dtype=int)
+
+
+def _random_footprints(rng, shape, n=25):
+    h, w = shape
+    c = np.c_[rng.uniform(-3, w + 3, n), rng.uniform(-3, h + 3, n)]
+    disks = Footprints(c, radii=rng.uniform(0.3, 6, n))
+    polys = []
+    for (x, y), ang, side in zip(c, rng.uniform(0, 90, n), rng.uniform(0.5, 9, n), strict=True):
+        sq = shapely.box(x - side / 2, y - side / 2, x + side / 2, y + side / 2)
+        polys.append(shapely.affinity.rotate(sq, ang, origin=(x, y)))
+    polys[0] = shapely.Polygon([(2, 2), (12, 3), (7, 11), (5, 6)])  # a general (cell-like) polygon
+    c[0] = np.array(polys[0].centroid.coords[0])
+    return disks, Footprints(c, geometries=np.array(polys, dtype=object))
+
+
+@pytest.mark.parametrize("kind", ["disk", "polygon"])
+@pytest.mark.parametrize("how", ["mean", "sum"])
+def test_matches_brute_force_including_tile_edges(kind, how):
+    rng = np.random.default_rng(0)
+    shape = (17, 23)
+    disks, polys = _random_footprints(rng, shape)
+    fp = disks if kind == "disk" else polys
+    A, kept = footprint_matrix(fp, shape, how=how)
+    ref, ref_kept = _brute(fp, shape, how=how)
+    np.testing.assert_array_equal(kept, ref_kept)
+    assert 0 < len(kept) < len(fp)  # some footprints were cut by the edge and excluded
+    np.testing.assert_allclose(A.toarray(), ref, atol=1e-12)
+    # without the inside rule every footprint gets a row, clipped to the map
+    A_all, kept_all = footprint_matrix(fp, shape, how="sum", require_inside=False)
+    assert len(kept_all) == len(fp)
+    ref_all, _ = _brute(fp, shape, how="sum", inside_only=False)
+    np.testing.assert_allclose(A_all.toarray(), ref_all)
+
+
+def test_fractional_coverage_approximates_area():
+    fp = Footprints(np.array([[10.0, 10.0]]), radii=np.array([5.0]))
+    A, _ = footprint_matrix(fp, (20, 20), how="sum", coverage="fraction", supersample=8)
+    assert A.sum() == pytest.approx(np.pi * 25, rel=0.02)
+    sq = Footprints(
+        np.array([[5.0, 5.0]]), geometries=np.array([shapely.box(2.25, 2.5, 7.75, 7.5)], dtype=object)
+    )
+    A, _ = footprint_matrix(sq, (10, 10), how="sum", coverage="fraction", supersample=4)
+    assert A.sum() == pytest.approx(5.5 * 5.0)
+
+
+def test_torch_aggregation_is_differentiable_and_exact():
+    rng = np.random.default_rng(1)
+    disks, _ = _random_footprints(rng, (12, 12), n=10)
+    A, _kept = footprint_matrix(disks, (12, 12))
+    G = torch.randn(1, 3, 12, 12, requires_grad=True)
+    pred = aggregate_map(G, to_torch_sparse(A))
+    ref = A @ G.detach().numpy()[0].reshape(3, -1).T
+    np.testing.assert_allclose(pred.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
+    pred.sum().backward()
+    assert G.grad is not None and G.grad.abs().sum() > 0
+
+
+def test_bad_arguments():
+    fp = Footprints(np.zeros((1, 2)), radii=np.ones(1))
+    with pytest.raises(ValueError, match="how"):
+        footprint_matrix(fp, (4, 4), how="median")
+    with pytest.raises(ValueError, match="coverage"):
+        footprint_matrix(fp, (4, 4), coverage="area")
+    with pytest.raises(ValueError, match="either"):
+        Footprints(np.zeros((1, 2)))

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stpredict.model import Encoder, PixNetModule, batch_pcc, pixnet_loss
+
+
+@pytest.mark.parametrize(
+    ("encoder", "widths", "n_levels"),
+    [("resnet18", (32, 16, 16, 16), 5), ("vit_tiny_patch16_224", 24, 4)],
+)
+def test_dense_output_shape_cnn_and_vit(encoder, widths, n_levels):
+    torch.manual_seed(0)
+    net = PixNetModule(7, encoder=encoder, decoder_channels=widths)
+    assert len(net.encoder.channels) == n_levels and len(net.stages) == n_levels - 1
+    x = torch.randint(0, 255, (2, 3, 70, 90), dtype=torch.uint8)  # not a multiple of the stride
+    y = net(x)
+    assert y.shape == (2, 7, 70, 90)
+    assert net(x, out_size=(35, 45)).shape == (2, 7, 35, 45)
+    # learnable δ per decoder stage
+    assert all(isinstance(s.delta, torch.nn.Parameter) for s in net.stages)
+
+
+def test_decoder_options():
+    with pytest.raises(ValueError, match="needs 4 widths"):
+        PixNetModule(3, encoder="resnet18", decoder_channels=(8, 8))
+    with pytest.raises(ValueError, match="out_activation"):
+        PixNetModule(3, encoder="resnet18", out_activation="tanh")
+    net = PixNetModule(3, encoder="resnet18", decoder_channels=8, out_activation="softplus")
+    y = net(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
+    assert (y > 0).all()
+
+
+def test_local_weights_file_loads(tmp_path):
+    import timm
+
+    torch.manual_seed(123)
+    ref = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18_local.pth"
+    torch.save({"state_dict": ref.state_dict()}, path)  # timm checkpoint layout
+    enc = Encoder("resnet18", weights=path)
+    w_ref = ref.state_dict()["conv1.weight"]
+    torch.testing.assert_close(enc.body.conv1.weight, w_ref)
+    torch.testing.assert_close(enc.body.layer4[1].conv2.weight, ref.state_dict()["layer4.1.conv2.weight"])
+    # a plain state dict file works too, and the model differs from a fresh random init
+    torch.save(ref.state_dict(), tmp_path / "plain.pth")
+    enc2 = Encoder("resnet18", weights=tmp_path / "plain.pth")
+    torch.testing.assert_close(enc2.body.conv1.weight, w_ref)
+    assert not torch.equal(Encoder("resnet18").body.conv1.weight, w_ref)
+
+
+def test_offline_hub_weights_fail_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # empty cache
+    with pytest.raises(RuntimeError, match=r"(?s)Could not load pretrained weights.*encoder_weights="):
+        Encoder("resnet18", pretrained=True)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        Encoder("resnet18", weights=tmp_path / "missing.pth")
+
+
+def test_loss_is_mse_plus_lambda_one_minus_pcc():
+    rng = np.random.default_rng(0)
+    p = torch.from_numpy(rng.normal(size=(30, 4)).astype(np.float32))
+    t = torch.from_numpy(rng.normal(size=(30, 4)).astype(np.float32))
+    loss, parts = pixnet_loss(p, t, lam=0.5)
+    pcc = np.mean([np.corrcoef(p[:, g], t[:, g])[0, 1] for g in range(4)])
+    mse = float(((p - t) ** 2).mean())
+    assert parts["pcc"] == pytest.approx(pcc, abs=1e-5)
+    assert float(loss) == pytest.approx(mse + 0.5 * (1 - pcc), abs=1e-5)
+    assert float(batch_pcc(t, t).mean()) == pytest.approx(1.0, abs=1e-5)

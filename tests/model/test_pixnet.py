@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import stpredict as stp
+from stpredict.model import PixNet, normalize_counts
+
+SMALL = {"encoder": "resnet18", "decoder_channels": 16, "train_mpp": 2.0, "tile_size": 128}
+FIT = {"max_epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "progress": False, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def slide():
+    return stp.datasets.synthetic(
+        width_um=1200, height_um=1008, n_genes=20, seed=0, bins_um=(8, 16), visium_spots=False
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(slide):
+    return PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=12, **FIT)
+
+
+def _pcc(a, b):
+    return np.nanmean([np.corrcoef(a[:, g], b[:, g])[0, 1] for g in range(a.shape[1])])
+
+
+def test_learns_from_100um_spots_and_recovers_8um_truth(slide):
+    """Known-truth recovery: train on legacy ST spots only, evaluate against the true 8 µm map."""
+    cfg = {"encoder": "resnet18", "decoder_channels": 32, "train_mpp": 2.0, "tile_size": 160}
+    model = PixNet(**cfg).train(
+        slide,
+        tables="st_spots",
+        n_top_genes=20,
+        max_epochs=4,
+        steps_per_epoch=25,
+        batch_size=4,
+        seed=0,
+        progress=False,
+    )
+    untrained = PixNet(model.genes, **cfg)
+    spots_y = normalize_counts(slide.tables["st_spots"], model.recipe)
+    pcc_trained = _pcc(model.predict_footprints(slide, table="st_spots"), spots_y)
+    pcc_untrained = _pcc(untrained.predict_footprints(slide, table="st_spots"), spots_y)
+    assert pcc_trained > pcc_untrained + 0.2
+    truth8 = normalize_counts(slide.tables["square_008um"], model.recipe, layer="expected")
+    pred8 = model.predict_footprints(slide, table="square_008um")
+    assert _pcc(pred8, truth8) > 0.15
+    mse_model = np.mean((pred8 - truth8) ** 2)
+    mse_mean = np.mean((truth8 - spots_y.mean(0)) ** 2)  # predicting the training mean
+    assert mse_model < mse_mean
+    assert [h["epoch"] for h in model.history] == [1, 2, 3, 4]
+    assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]
+
+
+def test_save_load_predicts_identically(tmp_path, slide, trained):
+    path = trained.save(tmp_path / "ckpt")
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["recipe"]["genes"] == trained.genes and cfg["recipe"]["target_sum"] == 1e4
+    assert cfg["architecture"]["train_mpp"] == 2.0 and cfg["stpredict_version"] == stp.__version__
+    assert cfg["training"]["lr"] == 5e-4 and cfg["training"]["lam"] == 0.5
+    loaded = PixNet.load(path)
+    img = slide["synthetic_full_image"]["scale0"].image.values[:, :400:4, :360:4].transpose(1, 2, 0).copy()
+    np.testing.assert_array_equal(loaded.predict(img), trained.predict(img))
+    np.testing.assert_array_equal(
+        loaded.predict_footprints(slide, table="st_spots"),
+        trained.predict_footprints(slide, table="st_spots"),
+    )
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        trained.save(path)
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, trained):
+    path = trained.save(tmp_path / "ckpt")
+    weights = (path / "weights.pt").read_bytes()
+    (path / "weights.pt").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match="truncated or was modified"):
+        PixNet.load(path)
+    (path / "weights.pt").write_bytes(weights)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["architecture"]["decoder_channels"] = 8
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not fit the architecture"):
+        PixNet.load(path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        PixNet.load(path)
+    with pytest.raises(FileNotFoundError, match="not a PixNet checkpoint"):
+        PixNet.load(tmp_path / "nothing")
+
+
+def test_resume_training_from_checkpoint(tmp_path, slide, trained):
+    path = trained.save(tmp_path / "ckpt")
+    resumed = PixNet.load(path)
+    assert resumed.optimizer_state is not None
+    stp.tl.train(slide, tables="st_spots", model=resumed, **FIT)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.genes == trained.genes
+
+
+def test_frozen_encoder_keeps_weights_and_caches_features(slide):
+    model = PixNet(freeze_encoder=True, **SMALL)
+    model.train(slide, tables="st_spots", n_top_genes=6, **{**FIT, "max_epochs": 0})
+    before = {k: v.clone() for k, v in model.module.encoder.state_dict().items()}
+    dec_before = model.module.head.weight.clone()
+    model.train(slide, tables="st_spots", **{**FIT, "steps_per_epoch": 6})
+    for k, v in model.module.encoder.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert not torch.equal(model.module.head.weight, dec_before)
+
+
+def test_multiscale_tables_and_vit_encoder(slide):
+    model = PixNet(encoder="vit_tiny_patch16_224", decoder_channels=16, train_mpp=2.0, tile_size=128)
+    model.train(slide, tables=["st_spots", "square_016um", "square_008um"], n_top_genes=5, **FIT)
+    assert len(model.genes) == 5 and len(model.history) == 1
+    assert model.predict_footprints(slide, table="square_016um").shape == (
+        slide.tables["square_016um"].n_obs,
+        5,
+    )
+
+
+def test_deterministic_on_cpu(slide):
+    a = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=4, **FIT)
+    b = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=4, **FIT)
+    for (k, va), vb in zip(a.module.state_dict().items(), b.module.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_validation_split_by_section_with_early_stopping(slide):
+    other = stp.datasets.synthetic(
+        width_um=800, height_um=800, n_genes=20, seed=5, bins_um=(16,), visium_spots=False
+    )
+    model = stp.tl.train(
+        [slide, other],
+        tables="st_spots",
+        validation=1,
+        n_top_genes=4,
+        preset="cpu",
+        max_epochs=3,
+        steps_per_epoch=2,
+        batch_size=2,
+        patience=1,
+        tile_size=128,
+        decoder_channels=16,
+        progress=False,
+    )
+    assert all("val_loss" in h and "val_pcc" in h for h in model.history)
+    assert 2 <= len(model.history) <= 3
+    assert model.training_params["validation"] == [1]
+
+
+def test_errors(slide, trained):
+    with pytest.raises(KeyError, match="Table 'nope' not found"):
+        PixNet(**SMALL).train(slide, tables="nope", **FIT)
+    with pytest.raises(ValueError, match="validation must index"):
+        PixNet(**SMALL).train(slide, tables="st_spots", validation=3, **FIT)
+    with pytest.raises(RuntimeError, match="train it"):
+        PixNet(**SMALL).predict(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="preset"):
+        stp.tl.train(slide, tables="st_spots", preset="gpu")
+    with pytest.raises(ValueError, match="uint8"):
+        trained.predict(np.zeros((32, 32, 3), np.float32))
+
+
+@pytest.mark.her2st
+def test_tl_train_on_her2st_short_cpu_run(tmp_path, her2st_dir):
+    sections = [stp.datasets.her2st(s, data_dir=her2st_dir, downsample=4) for s in ("C2", "C3")]
+    model = stp.tl.train(
+        sections,
+        tables="spots",
+        validation=1,
+        n_top_genes=20,
+        preset="cpu",
+        train_mpp=4.0,
+        tile_size=128,
+        decoder_channels=16,
+        max_epochs=1,
+        steps_per_epoch=4,
+        batch_size=2,
+        progress=False,
+    )
+    assert len(model.genes) == 20 and "val_pcc" in model.history[0]
+    pred = model.predict_footprints(sections[1], table="spots")
+    assert pred.shape == (180, 20) and np.isfinite(pred).all()
+    loaded = PixNet.load(model.save(tmp_path / "her2st"))
+    np.testing.assert_array_equal(loaded.predict_footprints(sections[1], table="spots"), pred)
