@@ -107,10 +107,13 @@ def test_frozen_encoder_keeps_weights_and_caches_features(slide):
     model.train(slide, tables="st_spots", n_top_genes=6, **{**FIT, "max_epochs": 0})
     before = {k: v.clone() for k, v in model.module.encoder.state_dict().items()}
     dec_before = model.module.head.weight.clone()
-    model.train(slide, tables="st_spots", **{**FIT, "steps_per_epoch": 6})
+    model.train(slide, tables="st_spots", **{**FIT, "steps_per_epoch": 10})
     for k, v in model.module.encoder.state_dict().items():
         torch.testing.assert_close(v, before[k])
     assert not torch.equal(model.module.head.weight, dec_before)
+    # tiles repeat on the snapped grid: encoder features were computed once and reused
+    stats = model.feature_cache_stats
+    assert stats["hits"] > 0 and stats["misses"] == stats["size"]
 
 
 def test_multiscale_tables_and_vit_encoder(slide):
@@ -188,3 +191,21 @@ def test_tl_train_on_her2st_short_cpu_run(tmp_path, her2st_dir):
     assert pred.shape == (180, 20) and np.isfinite(pred).all()
     loaded = PixNet.load(model.save(tmp_path / "her2st"))
     np.testing.assert_array_equal(loaded.predict_footprints(sections[1], table="spots"), pred)
+
+
+def test_progress_bar_and_device(slide, capsys):
+    from stpredict.model._train import resolve_device
+
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu").type == "cpu"
+    model = PixNet(**SMALL)
+    model.train(slide, tables="st_spots", n_top_genes=3, **{**FIT, "progress": True, "device": "cpu"})
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "loss=" in err
+
+
+def test_fractional_coverage_and_softplus_training(slide):
+    model = PixNet(out_activation="softplus", **SMALL)
+    model.train(slide, tables="st_spots", n_top_genes=3, coverage="fraction", **FIT)
+    pred = model.predict_footprints(slide, table="st_spots", coverage="fraction")
+    assert np.isfinite(pred).all() and (pred > 0).all()

@@ -123,6 +123,7 @@ class PixNet:
         self.history: list[dict] = []
         self.training_params: dict[str, Any] = {}
         self.optimizer_state: dict | None = None
+        self.feature_cache_stats: dict[str, int] = {}
         if self.recipe is not None:
             self._build()
 

@@ -391,6 +391,8 @@ def train_loop(
                     break
     if best_state is not None:
         net.load_state_dict(best_state)
+    if cache is not None:
+        model.feature_cache_stats = {"hits": cache.hits, "misses": cache.misses, "size": len(cache.data)}
     net.eval()
     return history
 
