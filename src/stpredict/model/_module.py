@@ -122,13 +122,20 @@ class Encoder(nn.Module):
         return list(self.body(x))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over channels at each pixel of ``(B, C, H, W)``: local, so tiled inference stays seamless."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class DFFN(nn.Module):
     """Convolutional two-layer feed-forward block with a residual connection."""
 
     def __init__(self, channels: int, expansion: int = 2) -> None:
         super().__init__()
         hidden = channels * expansion
-        self.norm = nn.GroupNorm(1, channels)
+        self.norm = LayerNorm2d(channels)
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(hidden, channels, 1)

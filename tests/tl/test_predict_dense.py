@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import spatialdata as sd
+from spatialdata.models import Image2DModel
+from spatialdata.transformations import get_transformation
+
+import stpredict as stp
+from stpredict.model import PixNet
+
+SMALL = {"encoder": "resnet18", "decoder_channels": 16, "train_mpp": 2.0, "tile_size": 128}
+
+
+@pytest.fixture(scope="module")
+def slide():
+    return stp.datasets.synthetic(
+        width_um=640, height_um=512, n_genes=6, seed=2, bins_um=(8, 16), st_spots=False
+    )
+
+
+@pytest.fixture(scope="module")
+def model(slide):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return PixNet(list(slide.tables["square_016um"].var_names[:4]), **SMALL)
+
+
+@pytest.fixture
+def fresh(slide):
+    return sd.SpatialData(
+        images={"he": slide["synthetic_full_image"]},
+        shapes={"visium": slide["synthetic_visium_spots"], "hd16": slide["synthetic_square_016um"]},
+    )
+
+
+def test_writes_dense_map_bins_and_shape_tables(fresh, model):
+    names = stp.tl.predict_dense(fresh, model, shapes=["visium", "hd16"], chunk_size=96, progress=False)
+    assert names == [
+        "pixnet_dense",
+        "pixnet_square_002um_shapes", "pixnet_square_002um",
+        "pixnet_square_008um_shapes", "pixnet_square_008um",
+        "pixnet_square_016um_shapes", "pixnet_square_016um",
+        "pixnet_visium", "pixnet_hd16",
+    ]  # fmt: skip
+    el = fresh["pixnet_dense"]
+    dense = el["scale0"].image
+    assert dense.dims == ("c", "y", "x") and dense.dtype == np.float32
+    assert list(dense.c.values) == model.genes and len(el.children) >= 2  # multiscale
+    assert dense.shape[1:] == (256, 320)  # 512 x 640 µm at 2 µm/px
+    # placed on the H&E in every coordinate system: dense pixel -> 4 H&E pixels, 2 µm
+    for cs, scale in (("synthetic", 4.0), ("synthetic_um", 2.0)):
+        m = get_transformation(el, cs).to_affine_matrix(("x", "y"), ("x", "y"))
+        np.testing.assert_allclose(m[:2, :2], scale * np.eye(2))
+    assert stp.pp.get_mpp(fresh, "pixnet_dense") == pytest.approx(2.0)
+
+    d = dense.values
+    t2, t8, t16 = (fresh.tables[f"pixnet_square_{b:03d}um"] for b in (2, 8, 16))
+    # 2 µm bins are the map's pixels; 8 and 16 µm bins are exact means of them
+    np.testing.assert_array_equal(t2.X, d[:, t2.obs["array_row"], t2.obs["array_col"]].T)
+    for t, k in ((t8, 4), (t16, 8)):
+        blocks = d[:, : d.shape[1] // k * k, : d.shape[2] // k * k]
+        blocks = (
+            blocks.reshape(d.shape[0], d.shape[1] // k, k, d.shape[2] // k, k).astype(np.float64).mean((2, 4))
+        )
+        np.testing.assert_allclose(
+            t.X, blocks[:, t.obs["array_row"], t.obs["array_col"]].T, rtol=1e-6, atol=1e-6
+        )
+        assert t.uns["spatialdata_attrs"]["region"] == f"pixnet_square_{2 * k:03d}um_shapes"
+        assert t.uns["stpredict"]["out_mpp"] == 2.0 and t.uns["stpredict"]["model_genes"] == model.genes
+        c = fresh[f"pixnet_square_{2 * k:03d}um_shapes"].geometry.centroid
+        np.testing.assert_allclose(np.c_[c.x, c.y], t.obsm["spatial"])
+    # spots: the mean of the map pixels whose centres lie inside each 55 µm disk (in map pixels)
+    tv = fresh.tables["pixnet_visium"]
+    spots = fresh["visium"]
+    yy, xx = np.mgrid[0 : d.shape[1], 0 : d.shape[2]]
+    for i in range(3):
+        cx, cy = spots.geometry.x.iloc[i] / 4, spots.geometry.y.iloc[i] / 4
+        inside = np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) <= spots.radius.iloc[i] / 4
+        np.testing.assert_allclose(tv.X[i], d[:, inside].mean(1), rtol=1e-5)
+    assert tv.uns["spatialdata_attrs"]["region"] == "visium"
+
+
+def test_background_blocks_are_zero_and_get_no_bins(fresh, model):
+    stp.tl.predict_dense(fresh, model, bins_um=(16,), chunk_size=32, progress=False)
+    d = fresh["pixnet_dense"]["scale0"].image.values
+    mask = stp.tl.tissue_mask(fresh, "he", d.shape[1:])
+    assert 0.2 < mask.mean() < 0.95
+    assert np.all(d[:, :32, :32] == 0) and not mask[:32, :32].any()  # the corner is glass
+    t16 = fresh.tables["pixnet_square_016um"]
+    assert t16.n_obs < (d.shape[1] // 8) * (d.shape[2] // 8)
+    assert mask.reshape(32, 8, 40, 8).any((1, 3))[t16.obs["array_row"], t16.obs["array_col"]].all()
+
+
+def test_refuses_to_overwrite_and_writes_nothing(fresh, model):
+    stp.tl.predict_dense(fresh, model, bins_um=(16,), progress=False)
+    before = set(fresh.tables)
+    with pytest.raises(ValueError, match=r"already exist.*overwrite=True"):
+        stp.tl.predict_dense(fresh, model, bins_um=(8, 16), progress=False)
+    assert set(fresh.tables) == before and "pixnet_square_008um" not in fresh.tables
+    stp.tl.predict_dense(fresh, model, bins_um=(8, 16), overwrite=True, progress=False)
+    assert "pixnet_square_008um" in fresh.tables
+    with pytest.raises(ValueError, match="multiple of out_mpp"):
+        stp.tl.predict_dense(fresh, model, bins_um=(3,), key_added="x", progress=False)
+    with pytest.raises(ValueError, match="integer multiple or divisor"):
+        stp.tl.predict_dense(fresh, model, out_mpp=3.0, key_added="x", progress=False)
+
+
+def test_backed_zarr_written_element_by_element(tmp_path, fresh, model, monkeypatch):
+    path = tmp_path / "s.zarr"
+    fresh.write(path)
+    sdata = sd.read_zarr(path)
+    import stpredict.tl._predict_dense as pdmod
+
+    calls = {"n": 0}
+    real = pdmod._bins_shapes
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pdmod, "_bins_shapes", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        stp.tl.predict_dense(sdata, model, bins_um=(8, 16), progress=False)
+    on_disk = sd.read_zarr(path)
+    assert "pixnet_dense" in on_disk.images and "pixnet_square_008um" in on_disk.tables
+    assert "pixnet_square_016um" not in on_disk.tables
+    monkeypatch.setattr(pdmod, "_bins_shapes", real)
+
+    sdata = sd.read_zarr(path)
+    stp.tl.predict_dense(sdata, model, bins_um=(8, 16), shapes=["visium"], overwrite=True, progress=False)
+    back = sd.read_zarr(path)
+    assert {"pixnet_square_008um", "pixnet_square_016um", "pixnet_visium"} <= set(back.tables)
+    np.testing.assert_allclose(back.tables["pixnet_visium"].X, sdata.tables["pixnet_visium"].X)
+    # the in-memory dense map now reads from the store, not from a temporary folder
+    src = sdata["pixnet_dense"]["scale0"].image.data
+    assert str(path) in str(src.dask.keys()) or any(str(path) in str(v) for v in src.dask.values())
+
+
+def _texture_sdata(period_px: int = 128, size_px: int = 1024, seed: int = 0) -> sd.SpatialData:
+    rng = np.random.default_rng(seed)
+    patch = rng.integers(60, 230, (period_px, period_px, 3), dtype=np.uint8)
+    reps = size_px // period_px
+    img = np.tile(patch, (reps, reps, 1))
+    el = Image2DModel.parse(np.moveaxis(img, -1, 0), dims=("c", "y", "x"), scale_factors=[2])
+    s = sd.SpatialData(images={"he": el})
+    stp.pp.set_mpp(s, "he", 0.5)
+    return s
+
+
+def test_no_seams_and_tiling_independence(model):
+    # texture period 128 H&E px = 64 µm = 32 map px = one network stride at 2 µm/px
+    s = _texture_sdata()
+    stp.tl.predict_dense(
+        s, model, bins_um=(), tissue=False, chunk_size=64, margin=64, key_added="a", progress=False
+    )
+    stp.tl.predict_dense(
+        s, model, bins_um=(), tissue=False, chunk_size=96, margin=64, key_added="b", progress=False
+    )
+    a = s["a_dense"]["scale0"].image.values
+    b = s["b_dense"]["scale0"].image.values
+    inner = (slice(None), slice(64, -64), slice(64, -64))
+    scale = a[inner].std()
+    # a periodic image gives a periodic map: no discontinuity where blocks (every 64 px) meet
+    shift = np.abs(a[:, 64:-96, 64:-64] - a[:, 96:-64, 64:-64]).max()
+    assert shift < 0.02 * scale, (shift, scale)
+    # and the map does not depend on the block size
+    assert np.abs(a[inner] - b[inner]).max() < 0.02 * scale
+
+
+def test_same_result_on_a_distributed_cluster(fresh, model):
+    distributed = pytest.importorskip("distributed")
+    ref = sd.SpatialData(images={"he": fresh["he"]})
+    stp.tl.predict_dense(ref, model, bins_um=(16,), progress=False)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        out = sd.SpatialData(images={"he": fresh["he"]})
+        stp.tl.predict_dense(out, model, bins_um=(16,), progress=False)
+    np.testing.assert_allclose(
+        out["pixnet_dense"]["scale0"].image.values, ref["pixnet_dense"]["scale0"].image.values, atol=1e-5
+    )
