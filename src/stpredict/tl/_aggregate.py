@@ -80,7 +80,7 @@ def accumulate_blocks(values, A) -> np.ndarray:
     arr = (
         values if isinstance(values, da.Array) else da.from_array(np.asarray(values), chunks=(-1, 1024, 1024))
     )
-    c, h, w = arr.shape
+    c, _h, w = arr.shape
     A = A.tocsc()
     out = np.zeros((A.shape[0], c), np.float64)
     ystarts = np.cumsum((0, *arr.chunks[1]))

@@ -55,8 +55,8 @@ def _read_window(levels, box: tuple[float, float, float, float], shape: tuple[in
     for a, lf in levels:
         if lf <= per_px * (1 + 1e-6):
             arr, f = a, lf
-    lx0, ly0 = int(math.floor(x0 / f)), int(math.floor(y0 / f))
-    lx1, ly1 = int(math.ceil(x1 / f)), int(math.ceil(y1 / f))
+    lx0, ly0 = math.floor(x0 / f), math.floor(y0 / f)
+    lx1, ly1 = math.ceil(x1 / f), math.ceil(y1 / f)
     _, H, W = arr.shape
     win = np.full((ly1 - ly0, lx1 - lx0, 3), 255, np.uint8)
     sy0, sy1, sx0, sx1 = max(ly0, 0), min(ly1, H), max(lx0, 0), min(lx1, W)
