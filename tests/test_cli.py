@@ -7,29 +7,55 @@ import sys
 import pytest
 import spatialdata as sd
 
+import stpredict as stp
 from stpredict._cli import main
 
+DEMO = ["--width-um", "480", "--height-um", "416", "--epochs", "1", "--steps", "2", "--genes", "5"]
 
-def test_demo_writes_zarr_and_prints_summary(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--width-um", "320", "--height-um", "320"]) == 0
+
+def _demo(out, *extra):
+    return main(["-q", "demo", "--out", str(out), *DEMO, *extra])
+
+
+def test_demo_trains_predicts_and_writes_zarr_model_and_png(tmp_path, capsys):
+    assert _demo(tmp_path) == 0
     out = capsys.readouterr().out
     assert "synthetic_full_image" in out and "0.5000 µm/px" in out
+    assert "per-gene PCC of predicted vs true 8 µm bins" in out
     sdata = sd.read_zarr(tmp_path / "synthetic.zarr")
-    assert "square_008um" in sdata.tables
+    assert {"square_008um", "pixnet_square_008um", "pixnet_square_002um"} <= set(sdata.tables)
+    assert "pixnet_dense" in sdata.images
+    pngs = list(tmp_path.glob("pixnet_*.png"))
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 10_000
+    assert (tmp_path / "pixnet_model" / "config.json").is_file()
     # refuses to overwrite unless asked
     with pytest.raises(SystemExit, match="overwrite"):
-        main(["demo", "--out", str(tmp_path), "--width-um", "320", "--height-um", "320"])
-    assert (
-        main(["demo", "--out", str(tmp_path), "--width-um", "320", "--height-um", "320", "--overwrite"]) == 0
-    )
+        _demo(tmp_path)
+
+
+def test_train_and_predict_round_trip_a_zarr(tmp_path):
+    path = tmp_path / "s.zarr"
+    stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,)).write(path)
+    model_dir = tmp_path / "model"
+    argv = ["-q", "train", str(path), "--tables", "st_spots", "--out", str(model_dir), "--preset", "cpu"]
+    assert main([*argv, "--epochs", "1", "--steps", "2", "--n-top-genes", "4"]) == 0
+    argv = ["-q", "predict", str(path), "--model", str(model_dir), "--bins", "16"]
+    assert main([*argv, "--shapes", "synthetic_visium_spots"]) == 0
+    back = sd.read_zarr(path)
+    assert {"pixnet_square_016um", "pixnet_synthetic_visium_spots"} <= set(back.tables)
+    assert back.tables["pixnet_square_016um"].n_vars == 4
+    with pytest.raises(ValueError, match="overwrite=True"):
+        main(argv)
 
 
 def test_info_and_entry_point(tmp_path):
-    main(["demo", "--out", str(tmp_path), "--width-um", "320", "--height-um", "320"])
+    stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,)).write(
+        tmp_path / "s.zarr"
+    )
     exe = shutil.which("stpredict")
     cmd = [exe] if exe else [sys.executable, "-m", "stpredict"]
     res = subprocess.run(
-        [*cmd, "info", str(tmp_path / "synthetic.zarr")], capture_output=True, text=True, check=False
+        [*cmd, "info", str(tmp_path / "s.zarr")], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
     assert "table  square_016um" in res.stdout and "µm/px" in res.stdout

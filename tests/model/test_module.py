@@ -23,6 +23,20 @@ def test_dense_output_shape_cnn_and_vit(encoder, widths, n_levels):
     assert all(isinstance(s.delta, torch.nn.Parameter) for s in net.stages)
 
 
+def test_uint8_and_float_inputs_agree_for_any_size():
+    """Padding to the stride must not change how uint8 pixels are scaled (regression test)."""
+    torch.manual_seed(0)
+    net = PixNetModule(3, encoder="resnet18", decoder_channels=8).eval()
+    x = torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        full = net(x)
+        as_float = net(x.float() / 255)
+        odd = net(x[..., :50, :50])  # needs padding to 64
+    torch.testing.assert_close(full, as_float)
+    # the padded input sees the same pixel scale: values stay in the same range as the unpadded map
+    assert abs(float(odd.mean()) - float(full[..., :50, :50].mean())) < 0.5 * float(full.std()) + 1e-3
+
+
 def test_decoder_options():
     with pytest.raises(ValueError, match="needs 4 widths"):
         PixNetModule(3, encoder="resnet18", decoder_channels=(8, 8))

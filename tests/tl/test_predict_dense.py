@@ -81,6 +81,21 @@ def test_writes_dense_map_bins_and_shape_tables(fresh, model):
     assert tv.uns["spatialdata_attrs"]["region"] == "visium"
 
 
+def test_agrees_with_model_predict_footprints(slide, model):
+    """Two independent inference paths (dask blocks vs blended tiles) give the same spot values."""
+    s = sd.SpatialData(
+        images={"he": slide["synthetic_full_image"]}, shapes={"visium": slide["synthetic_visium_spots"]}
+    )
+    s.tables["visium_spots"] = slide.tables["visium_spots"].copy()
+    s.tables["visium_spots"].obs["region"] = "visium"
+    s.tables["visium_spots"].uns["spatialdata_attrs"]["region"] = "visium"
+    stp.tl.predict_dense(s, model, bins_um=(), shapes=["visium"], chunk_size=64, progress=False)
+    dense = s.tables["pixnet_visium"].X
+    direct = model.predict_footprints(s, table="visium_spots", image_key="he", tile=128)
+    assert np.corrcoef(dense.ravel(), direct.ravel())[0, 1] > 0.98
+    assert np.abs(dense - direct).mean() < 0.1 * direct.std()
+
+
 def test_background_blocks_are_zero_and_get_no_bins(fresh, model):
     stp.tl.predict_dense(fresh, model, bins_um=(16,), chunk_size=32, progress=False)
     d = fresh["pixnet_dense"]["scale0"].image.values

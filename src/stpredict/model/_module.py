@@ -262,8 +262,10 @@ class PixNetModule(nn.Module):
         h, w = images.shape[-2:]
         s = self.stride
         ph, pw = (-h) % s, (-w) % s
-        x = F.pad(images.float(), (0, pw, 0, ph), mode="reflect") if (ph or pw) else images
-        feats = self.encode(x)
+        x = self.normalize(images)  # before padding: normalize() needs to see the uint8 dtype
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        feats = self.encoder(x)
         g = self.decode(feats, (h + ph, w + pw))[..., :h, :w]
         if out_size is not None and tuple(out_size) != (h, w):
             g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)

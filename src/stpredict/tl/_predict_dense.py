@@ -65,7 +65,7 @@ def _read_window(levels, box: tuple[float, float, float, float], shape: tuple[in
             np.asarray(arr[:, sy0:sy1, sx0:sx1]), 0, -1
         )
     if win.shape[:2] != (th, tw):
-        win = np.asarray(Image.fromarray(win).resize((tw, th), Image.Resampling.BOX))
+        win = np.array(Image.fromarray(win).resize((tw, th), Image.Resampling.BOX))
     return win
 
 
