@@ -63,7 +63,7 @@ def _overlay_png(sdata: SpatialData, image_key: str, dense_key: str, gene: str, 
     he = full_resolution(sdata.images[image_key])
     dense = full_resolution(sdata.images[dense_key]).sel(c=gene).values
     mpp, dmpp = get_mpp(sdata, image_key), get_mpp(sdata, dense_key)
-    step = max(1, int(round(dmpp / mpp)))
+    step = max(1, round(dmpp / mpp))
     rgb = np.moveaxis(he.values[:, ::step, ::step], 0, -1)
     w_um, h_um = he.sizes["x"] * mpp, he.sizes["y"] * mpp
     fig, ax = plt.subplots(figsize=(7, 7 * h_um / w_um))

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._geometry import shapes_footprints
 from .._logging import logger
 from .._utils import full_resolution
-from ..pp._mpp import get_mpp, is_micron_cs
+from ..pp._mpp import get_mpp
 from ._aggregate import Footprints
 
 if TYPE_CHECKING:
@@ -94,12 +95,6 @@ def select_genes(tables: Sequence[AnnData], n_top: int = 250) -> list[str]:
     return list(common[order])
 
 
-def _affine(transformation) -> np.ndarray:
-    return np.asarray(
-        transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float
-    )
-
-
 def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tuple[Footprints, np.ndarray]:
     """Footprints of a table's linked shapes in the image's full-resolution pixel coordinates.
 
@@ -108,9 +103,6 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
     ``(footprints, rows)``: footprints in the order of ``rows`` (table row indices that have a shape).
 
     """
-    import geopandas as gpd
-    from spatialdata.transformations import get_transformation
-
     if table_name not in sdata.tables:
         raise KeyError(f"Table {table_name!r} not found; available tables: {list(sdata.tables)}.")
     table = sdata.tables[table_name]
@@ -121,59 +113,30 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
         raise ValueError(
             f"Table {table_name!r} is not linked to shapes (no spatialdata region); parse it with TableModel."
         )
-    img_ts = get_transformation(sdata.images[image_key], get_all=True)
-    centres, rows = [], []
+    parts, rows = [], []
     for reg in regions:
         if reg not in sdata.shapes:
             raise ValueError(f"Table {table_name!r} annotates {reg!r}, which is not a shapes element.")
-        shp = sdata.shapes[reg]
-        shp_ts = get_transformation(shp, get_all=True)
-        common = [cs for cs in shp_ts if is_micron_cs(cs) and cs in img_ts]
-        if not common:
-            raise ValueError(
-                f"Shapes {reg!r} and image {image_key!r} share no micron coordinate system (shapes: "
-                f"{sorted(shp_ts)}, image: {sorted(img_ts)}); add one with stpredict.pp.set_mpp."
-            )
-        M = np.linalg.inv(_affine(img_ts[common[0]])) @ _affine(shp_ts[common[0]])
         mask = (
             (table.obs[region_key] == reg).to_numpy()
             if region_key in table.obs
             else np.ones(table.n_obs, bool)
         )
         ids = table.obs.loc[mask, instance_key].to_numpy()
-        missing = ~pd.Index(ids).isin(shp.index)
-        if missing.any():
-            raise ValueError(
-                f"{int(missing.sum())} row(s) of table {table_name!r} have no shape in {reg!r} "
-                f"(e.g. instance ids {list(ids[missing][:5])})."
-            )
-        g = gpd.GeoSeries(shp.geometry.loc[ids].to_numpy())
-        kinds = set(g.geom_type)
-        if kinds == {"Point"}:
-            if "radius" not in shp:
-                raise ValueError(f"Point shapes {reg!r} need a 'radius' column (circles).")
-            fp = Footprints(np.c_[g.x, g.y], radii=shp["radius"].loc[ids].to_numpy(float))
-        elif kinds <= {"Polygon", "MultiPolygon"}:
-            c = g.centroid
-            fp = Footprints(np.c_[c.x, c.y], geometries=g.to_numpy())
-        else:
-            raise ValueError(f"Shapes {reg!r} have unsupported geometry types {sorted(kinds)}.")
-        fp = fp.affine(M)
-        centres.append(fp)
+        try:
+            parts.append(shapes_footprints(sdata, reg, image_key, instances=ids))
+        except ValueError as exc:
+            raise ValueError(f"Table {table_name!r}: {exc}") from exc
         rows.append(np.nonzero(mask)[0])
-    if len(centres) == 1:
-        return centres[0], rows[0]
-    if any(f.is_disk for f in centres) and not all(f.is_disk for f in centres):
+    if len(parts) == 1:
+        return parts[0], rows[0]
+    if len({f.is_disk for f in parts}) > 1:
         raise ValueError(f"Table {table_name!r} mixes circles and polygons across regions; split it.")
-    if centres[0].is_disk:
-        fp = Footprints(
-            np.vstack([f.centres for f in centres]), radii=np.concatenate([f.radii for f in centres])
-        )
+    centres = np.vstack([f.centres for f in parts])
+    if parts[0].is_disk:
+        fp = Footprints(centres, radii=np.concatenate([f.radii for f in parts]))
     else:
-        fp = Footprints(
-            np.vstack([f.centres for f in centres]),
-            geometries=np.concatenate([f.geometries for f in centres]),
-        )
+        fp = Footprints(centres, geometries=np.concatenate([f.geometries for f in parts]))
     return fp, np.concatenate(rows)
 
 
@@ -264,12 +227,22 @@ def load_section(
 
 
 def default_image_key(sdata: SpatialData) -> str:
-    """The only RGB uint8 image of ``sdata`` (used when ``image_key`` is not given)."""
-    keys = [
-        k
-        for k, el in sdata.images.items()
-        if full_resolution(el).sizes.get("c") == 3 and full_resolution(el).dtype == np.uint8
-    ]
-    if len(keys) != 1:
-        raise ValueError(f"Pass `image_key=`: the RGB uint8 images are {keys}.")
-    return keys[0]
+    """The H&E to use when ``image_key`` is not given: the largest RGB uint8 image (full resolution).
+
+    Visium HD data also carries downscaled ``hires``/``lowres`` copies; the largest one is the scan.
+    """
+    sizes = {}
+    for k, el in sdata.images.items():
+        full = full_resolution(el)
+        if full.sizes.get("c") == 3 and full.dtype == np.uint8:
+            sizes[k] = full.sizes["y"] * full.sizes["x"]
+    if not sizes:
+        raise ValueError(
+            f"No RGB uint8 image in the SpatialData object (images: {list(sdata.images)}); pass `image_key=`."
+        )
+    best = max(sizes, key=sizes.get)
+    if sum(v == sizes[best] for v in sizes.values()) > 1:
+        raise ValueError(f"Several RGB images of the same size {sorted(sizes)}; pass `image_key=`.")
+    if len(sizes) > 1:
+        logger.info(f"Using image {best!r}, the largest RGB image; pass `image_key=` to choose another.")
+    return best

@@ -197,7 +197,7 @@ class PixNet:
             Supervision tables (counts linked to shapes) of any footprint size, e.g.
             ``"spots"`` or ``["square_002um", "square_008um", "square_016um"]``; all are used at once.
         image_key
-            The H&E image per section (one name for all, or one per section). Default: the only RGB image.
+            The H&E image per section (one name for all, or one per section). Default: the largest RGB image (the full-resolution scan).
         validation
             Section(s) held out for validation and early stopping (index or ``dataset`` position).
         n_top_genes

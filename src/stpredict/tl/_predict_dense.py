@@ -163,7 +163,7 @@ def predict_dense(
     model
         A trained :class:`~stpredict.model.PixNet`.
     image_key
-        The H&E image. Default: the only RGB uint8 image.
+        The H&E image. Default: the largest RGB uint8 image (the full-resolution scan).
     key_added
         Prefix of every element written.
     out_mpp

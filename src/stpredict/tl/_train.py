@@ -48,7 +48,7 @@ def train(
         Supervision tables of any footprint size, used together (e.g. ``"spots"`` or
         ``["square_002um", "square_008um", "square_016um"]``).
     image_key
-        The H&E image (one name, or one per section). Default: the only RGB image.
+        The H&E image (one name, or one per section). Default: the largest RGB image (the full-resolution scan).
     genes
         Genes to predict. Default: top ``n_top_genes`` by mean on the training sections.
     n_top_genes
