@@ -49,37 +49,16 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool) -> None:
     sdata.write(out, overwrite=overwrite)
 
 
-def _overlay_png(sdata: SpatialData, image_key: str, dense_key: str, gene: str, path: Path) -> None:
-    """One gene's dense map over the H&E, with a colour bar (expression) and a 100 µm scale bar."""
+def _overlay_png(sdata: SpatialData, image_key: str, gene: str, path: Path) -> None:
+    """One gene's dense map over the H&E (``pl.expression_map``) saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from ._utils import full_resolution
-    from .pp import get_mpp
+    from .pl import expression_map
 
-    he = full_resolution(sdata.images[image_key])
-    dense = full_resolution(sdata.images[dense_key]).sel(c=gene).values
-    mpp, dmpp = get_mpp(sdata, image_key), get_mpp(sdata, dense_key)
-    step = max(1, round(dmpp / mpp))
-    rgb = np.moveaxis(he.values[:, ::step, ::step], 0, -1)
-    w_um, h_um = he.sizes["x"] * mpp, he.sizes["y"] * mpp
-    fig, ax = plt.subplots(figsize=(7, 7 * h_um / w_um))
-    ax.imshow(rgb, extent=(0, w_um, h_um, 0))
-    from .tl import tissue_mask
-
-    masked = np.ma.masked_where(~tissue_mask(sdata, image_key, dense.shape), dense)
-    im = ax.imshow(
-        masked, extent=(0, dense.shape[1] * dmpp, dense.shape[0] * dmpp, 0), alpha=0.6, cmap="magma"
-    )
-    fig.colorbar(im, ax=ax, fraction=0.04, label=f"{gene} (log1p normalised)")
-    ax.plot([0.05 * w_um, 0.05 * w_um + 100], [0.95 * h_um] * 2, color="k", lw=3)
-    ax.text(0.05 * w_um, 0.93 * h_um, "100 µm")
-    ax.set_xlabel("µm")
-    ax.set_ylabel("µm")
-    ax.set_title(f"PixNet dense prediction: {gene}")
+    fig = expression_map(sdata, gene, image_key=image_key, return_fig=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -130,7 +109,7 @@ def _demo(args: argparse.Namespace) -> int:
     gene = next((g for g in model.genes if markers.get(g, "none") != "none"), model.genes[0])
     png = out / f"pixnet_{gene}.png"
     print("4/4 drawing one gene's map over the H&E ...", flush=True)
-    _overlay_png(sdata, "synthetic_full_image", "pixnet_dense", gene, png)
+    _overlay_png(sdata, "synthetic_full_image", gene, png)
     print(
         f"\nper-gene PCC of predicted vs true 8 µm bins (trained on spots only): median {np.nanmedian(pcc):.3f}, "
         f"mean {np.nanmean(pcc):.3f} over {len(pcc)} genes"

@@ -37,7 +37,7 @@ class StpredictSettings:
     seed
         Default random seed for synthetic data, tile sampling and training.
     n_jobs
-        Number of CPU threads for torch and dask work (``None`` leaves the libraries' defaults).
+        Number of CPU threads torch uses for training and prediction (``None`` leaves torch's default).
 
     """
 

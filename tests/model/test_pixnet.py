@@ -198,6 +198,14 @@ def test_progress_bar_and_device(slide, capsys):
 
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu").type == "cpu"
+    old = (stp.settings.n_jobs, torch.get_num_threads())
+    try:
+        stp.settings.n_jobs = 1
+        resolve_device("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        stp.settings.n_jobs = old[0]
+        torch.set_num_threads(old[1])
     model = PixNet(**SMALL)
     model.train(slide, tables="st_spots", n_top_genes=3, **{**FIT, "progress": True, "device": "cpu"})
     err = capsys.readouterr().err

@@ -18,7 +18,11 @@ __all__ = ["Batch", "TileSampler", "pixnet_loss", "resolve_device"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA, then Apple MPS, then CPU."""
+    """``"auto"`` → CUDA, then Apple MPS, then CPU; also applies :attr:`stpredict.settings.n_jobs` to torch."""
+    from .._settings import settings
+
+    if settings.n_jobs is not None and torch.get_num_threads() != settings.n_jobs:
+        torch.set_num_threads(settings.n_jobs)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -1,6 +1,5 @@
-"""Plotting.
+"""Plotting: dense maps over the H&E, measured vs predicted, per-gene scores."""
 
-``pl.expression_map`` arrives with dense prediction.
-"""
+from ._plots import compare, expression_map, gene_scores
 
-__all__: list[str] = []
+__all__ = ["compare", "expression_map", "gene_scores"]

@@ -207,7 +207,8 @@ def predict_dense(
       ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels);
     - for each name in ``shapes``: ``tables[f"{key_added}_{name}"]`` linked to that shapes element.
 
-    Every table's ``uns["stpredict"]`` records the run (genes, mpp, out_mpp, tiling, version).
+    Every table's ``uns["stpredict"]`` records the run (genes, normalisation recipe, mpp, out_mpp, tiling,
+    version).
 
     """
     import dask
@@ -320,6 +321,7 @@ def predict_dense(
 
     params = {
         "model_genes": list(genes),
+        "recipe": model.recipe.to_dict(),
         "image_key": image_key,
         "mpp": float(mpp),
         "out_mpp": float(out_mpp),

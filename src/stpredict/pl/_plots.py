@@ -1,0 +1,276 @@
+"""Plots: a gene's dense map over the H&E, measured vs predicted, per-gene scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .. import _constants as C
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+__all__ = ["compare", "expression_map", "gene_scores"]
+
+
+def _finish(fig, ax, show: bool | None, return_fig: bool):
+    import matplotlib.pyplot as plt
+
+    if return_fig:
+        return fig
+    if show is None:
+        show = plt.get_backend().lower() != "agg"
+    if show:
+        plt.show()
+        return None
+    return ax
+
+
+def _scale_bar(ax, length_um: float | None, extent: tuple[float, float, float, float]) -> None:
+    x0, x1, y1, y0 = extent
+    width = x1 - x0
+    if length_um is None:
+        nice = np.array([10, 20, 50, 100, 200, 500, 1000, 2000, 5000])
+        length_um = float(nice[np.searchsorted(nice, width / 5) - 1]) if width / 5 >= 10 else width / 5
+    xs = x0 + 0.05 * width
+    yb = y1 - 0.05 * (y1 - y0)
+    ax.plot([xs, xs + length_um], [yb, yb], color="black", lw=3, solid_capstyle="butt")
+    ax.text(xs, yb - 0.02 * (y1 - y0), f"{length_um:g} µm", va="bottom", ha="left", fontsize=8)
+
+
+def expression_map(
+    sdata: SpatialData,
+    gene: str,
+    *,
+    key: str = C.KEY_ADDED,
+    image_key: str | None = None,
+    alpha: float = 0.6,
+    cmap: str = "magma",
+    crop: Sequence[float] | None = None,
+    mask_background: bool = True,
+    scale_bar_um: float | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """The dense map of one gene over the H&E, in microns, with a colour bar and a scale bar.
+
+    Only the requested channel is read (and only inside ``crop``), so it is fast on maps with
+    hundreds of genes.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with a dense map written by :func:`stpredict.tl.predict_dense`.
+    gene
+        Gene (channel) to draw.
+    key
+        The ``key_added`` of the prediction: the map is ``images[f"{key}_dense"]``.
+    image_key
+        The H&E (default: the largest RGB image).
+    alpha
+        Opacity of the map over the H&E.
+    cmap
+        Matplotlib colour map of the expression.
+    crop
+        ``(x0, y0, x1, y1)`` in µm from the image's top-left corner (default: the whole image).
+    mask_background
+        Hide the map outside the tissue mask (:func:`stpredict.tl.tissue_mask`).
+    scale_bar_um
+        Scale bar length in µm (default: a round length of about a fifth of the width).
+    ax
+        Axes to draw into (default: a new figure).
+    show
+        Show the figure (default: when the backend is interactive).
+    return_fig
+        Return the figure instead of the axes.
+
+    Returns
+    -------
+    The axes (or the figure with ``return_fig=True``; ``None`` when shown).
+
+    """
+    import matplotlib.pyplot as plt
+
+    from .._utils import full_resolution
+    from ..model._data import default_image_key
+    from ..pp import get_mpp
+    from ..tl._predict_dense import tissue_mask
+
+    dense_key = f"{key}_dense"
+    if dense_key not in sdata.images:
+        raise KeyError(
+            f"No dense map {dense_key!r}; run `stpredict.tl.predict_dense(sdata, model, key_added={key!r})`."
+        )
+    image_key = image_key or default_image_key(sdata)
+    dense = full_resolution(sdata.images[dense_key])
+    genes = [str(c) for c in dense.coords["c"].values]
+    if gene not in genes:
+        raise KeyError(
+            f"Gene {gene!r} is not in the map {dense_key!r} ({len(genes)} genes, e.g. {genes[:5]})."
+        )
+    he = full_resolution(sdata.images[image_key])
+    mpp, dmpp = get_mpp(sdata, image_key), get_mpp(sdata, dense_key)
+    W_um, H_um = he.sizes["x"] * mpp, he.sizes["y"] * mpp
+    x0, y0, x1, y1 = (0.0, 0.0, W_um, H_um) if crop is None else map(float, crop)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"crop must be (x0, y0, x1, y1) in µm with x1 > x0 and y1 > y0, got {crop}.")
+    # H&E: read only the crop, at about the map's resolution
+    step = max(1, round(dmpp / mpp))
+    hs = (
+        slice(int(y0 / mpp), int(np.ceil(y1 / mpp)), step),
+        slice(int(x0 / mpp), int(np.ceil(x1 / mpp)), step),
+    )
+    rgb = np.moveaxis(np.asarray(he.data[:, hs[0], hs[1]]), 0, -1)
+    ds = (slice(int(y0 / dmpp), int(np.ceil(y1 / dmpp))), slice(int(x0 / dmpp), int(np.ceil(x1 / dmpp))))
+    values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
+    if mask_background:
+        full_mask = tissue_mask(sdata, image_key, dense.shape[1:])
+        values = np.ma.masked_where(~full_mask[ds[0], ds[1]], values)
+    fig, ax = plt.subplots(figsize=(6, 6 * (y1 - y0) / (x1 - x0))) if ax is None else (ax.figure, ax)
+    he_extent = (
+        hs[1].start * mpp,
+        hs[1].start * mpp + rgb.shape[1] * step * mpp,
+        hs[0].start * mpp + rgb.shape[0] * step * mpp,
+        hs[0].start * mpp,
+    )
+    ax.imshow(rgb, extent=he_extent)
+    d_extent = (
+        ds[1].start * dmpp,
+        ds[1].start * dmpp + values.shape[1] * dmpp,
+        ds[0].start * dmpp + values.shape[0] * dmpp,
+        ds[0].start * dmpp,
+    )
+    im = ax.imshow(values, extent=d_extent, cmap=cmap, alpha=alpha, interpolation="nearest")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=f"{gene} (log1p normalised)")
+    _scale_bar(ax, scale_bar_um, (x0, x1, y1, y0))
+    ax.set_title(f"{gene}: predicted ({dense_key})")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    return _finish(fig, ax, show, return_fig)
+
+
+def compare(
+    sdata: SpatialData,
+    gene: str,
+    *,
+    pred: str,
+    truth: str,
+    model=None,
+    layer: str | None = None,
+    cmap: str = "viridis",
+    size: float | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Measured vs predicted expression of one gene, side by side on the same footprints and colour scale.
+
+    The measured counts are normalised with the model's recipe, as in :func:`stpredict.tl.evaluate`.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object.
+    gene
+        Gene to draw.
+    pred, truth
+        Prediction and measured tables annotating the same shapes (joined by instance id).
+    model
+        The PixNet (default: the recipe stored in ``pred``).
+    layer
+        Layer of ``truth`` with the counts.
+    cmap
+        Colour map shared by both panels.
+    size
+        Marker size (default from the number of footprints).
+    show, return_fig
+        As in :func:`expression_map`.
+
+    Returns
+    -------
+    The two axes (or the figure).
+
+    """
+    import matplotlib.pyplot as plt
+
+    from ..model._data import normalize_counts
+    from ..tl._evaluate import _join, _recipe
+
+    pt, tt = sdata.tables[pred], sdata.tables[truth]
+    recipe = _recipe(pt, model)
+    if gene not in recipe.genes:
+        raise KeyError(f"Gene {gene!r} is not predicted by the model.")
+    pi, ti = _join(pt, tt, pred, truth)
+    p = np.asarray(pt[:, gene].X).ravel()[pi]
+    t = normalize_counts(tt, recipe, layer=layer)[ti, recipe.genes.index(gene)]
+    xy = np.asarray(tt.obsm[C.SPATIAL_KEY])[ti]
+    vmin, vmax = np.nanmin([p.min(), t.min()]), np.nanmax([p.max(), t.max()])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    s = size or max(2.0, 4000 / max(len(p), 1))
+    r = np.corrcoef(p, t)[0, 1] if np.std(p) > 0 and np.std(t) > 0 else np.nan
+    for ax, v, title in ((axes[0], t, f"measured {gene}"), (axes[1], p, f"predicted {gene} (PCC {r:.2f})")):
+        sc_ = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=s, cmap=cmap, vmin=vmin, vmax=vmax, marker="s")
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        ax.invert_yaxis() if not ax.yaxis_inverted() else None
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(sc_, ax=list(axes), fraction=0.03, label="log1p normalised")
+    return _finish(fig, axes, show, return_fig)
+
+
+def gene_scores(
+    result: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame],
+    *,
+    section: str | None = None,
+    bins: int = 30,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Histogram of per-gene PCC with PCC@F (first quartile), PCC@S (median) and PCC@M (mean) marked.
+
+    Parameters
+    ----------
+    result
+        The per-gene DataFrame of :func:`stpredict.tl.evaluate` (or its whole return value).
+    section
+        Which section to draw (default: ``"pooled"`` when present, else the first).
+    bins
+        Histogram bins.
+    ax, show, return_fig
+        As in :func:`expression_map`.
+
+    Returns
+    -------
+    The axes (or the figure).
+
+    """
+    import matplotlib.pyplot as plt
+
+    from ..tl._evaluate import summarize_pcc
+
+    per_gene = result[0] if isinstance(result, tuple) else result
+    sections = list(dict.fromkeys(per_gene["section"]))
+    section = section or ("pooled" if "pooled" in sections else sections[0])
+    pcc = per_gene.loc[per_gene["section"] == section, "pcc"].to_numpy(float)
+    ok = pcc[np.isfinite(pcc)]
+    summ = summarize_pcc(pcc)
+    fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
+    ax.hist(ok, bins=bins, color="0.7")
+    for (name, v), color in zip(summ.items(), ("tab:blue", "tab:orange", "tab:red"), strict=True):
+        ax.axvline(v, color=color, lw=2, label=f"{name} = {v:.3f}")
+    ax.set_xlabel("per-gene PCC")
+    ax.set_ylabel("genes")
+    ax.set_title(
+        f"{section}: {len(ok)} genes" + (f" ({len(pcc) - len(ok)} constant)" if len(pcc) > len(ok) else "")
+    )
+    ax.legend(fontsize=8)
+    return _finish(fig, ax, show, return_fig)
