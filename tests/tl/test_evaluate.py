@@ -62,7 +62,7 @@ def test_metrics_match_independent_implementations(synthetic_small):
 
 
 def test_perfect_prediction_and_ari(synthetic_small):
-    s, P, T = _with_prediction(synthetic_small, "square_016um", noise=0.0, seed=0)
+    s, _, _ = _with_prediction(synthetic_small, "square_016um", noise=0.0, seed=0)
     per_gene, summary = stp.tl.evaluate(s, pred="pred", truth="square_016um", layer="expected", ssim=False)
     assert summary.loc["section0", "ARI_pred_vs_truth"] == pytest.approx(1.0)
     assert summary.loc["section0", "MSE"] == pytest.approx(0.0, abs=1e-10)
