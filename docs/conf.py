@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
+from pathlib import Path
+
+# The tutorials live in ../tutorials (stored executed); copy them next to the docs sources for myst-nb.
+_HERE = Path(__file__).resolve().parent
+(_HERE / "tutorials").mkdir(exist_ok=True)
+for _nb in sorted((_HERE.parent / "tutorials").glob("*.ipynb")):
+    shutil.copy2(_nb, _HERE / "tutorials" / _nb.name)
 
 project = "stpredict"
 author = "stpredict developers"
