@@ -33,7 +33,9 @@ stp.settings.verbosity = 1
 stp.settings.progress_bar = False"""
 
 HER2ST = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Breast tumour, end to end
 
 Four consecutive sections (C2–C5) of one HER2-positive breast tumour, measured with legacy Spatial Transcriptomics
@@ -43,50 +45,93 @@ on three sections, predict the fourth **densely**, evaluate against its measured
 
 Absolute numbers are modest here: the encoder is a randomly initialised ResNet18 (no pretrained weights can be
 downloaded on the machine that ran this) and four sections of one patient are few. Pass `encoder_weights=` with a
-pathology-pretrained checkpoint for real numbers."""),
-    ("code", SETUP + """
-DATA_DIR = Path(os.environ.get("STPREDICT_HER2ST_DIR", "../../shared/data/her2st"))  # folder with C2..C5 files"""),
-    ("md", "## Load the sections\n`datasets.her2st` reads the local files; the pixel size is inferred from the spot grid."),
-    ("code", """\
+pathology-pretrained checkpoint for real numbers.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
+DATA_DIR = Path(os.environ.get("STPREDICT_HER2ST_DIR", "../../shared/data/her2st"))  # folder with C2..C5 files""",
+    ),
+    (
+        "md",
+        "## Load the sections\n`datasets.her2st` reads the local files; the pixel size is inferred from the spot grid.",
+    ),
+    (
+        "code",
+        """\
 downsample = 4 if FAST else 1
 sections = {s: stp.datasets.her2st(s, data_dir=DATA_DIR, downsample=downsample) for s in stp.datasets.HER2ST_SECTIONS}
 for name, sdata in sections.items():
     mpp = sdata.tables["spots"].uns["stpredict"]["mpp"]
-    print(f"{name}: {sdata.tables['spots'].n_obs} spots, {mpp:.3f} µm/px")"""),
-    ("md", "## Train on C2, C3, C4\nThe `cpu` preset: a light decoder, 2 µm pixels, 192 px tiles; genes are chosen on the training sections only."),
-    ("code", """\
+    print(f"{name}: {sdata.tables['spots'].n_obs} spots, {mpp:.3f} µm/px")""",
+    ),
+    (
+        "md",
+        "## Train on C2, C3, C4\nThe `cpu` preset: a light decoder, 2 µm pixels, 192 px tiles; genes are chosen on the training sections only.",
+    ),
+    (
+        "code",
+        """\
 train = [sections[s] for s in ("C2", "C3", "C4")]
 fast = {"max_epochs": 1, "steps_per_epoch": 3, "n_top_genes": 20, "tile_size": 128, "train_mpp": 4.0}
 settings = fast if FAST else {"n_top_genes": 100}
 model = stp.tl.train(train, tables="spots", preset="cpu", seed=0, **settings)
 print(model)
-model.history[-1]"""),
-    ("md", "## Predict C5 densely\nA 4 µm map, 8 and 16 µm bins over the tissue, and a table for C5's own spots."),
-    ("code", """\
+model.history[-1]""",
+    ),
+    (
+        "md",
+        "## Predict C5 densely\nA 4 µm map, 8 and 16 µm bins over the tissue, and a table for C5's own spots.",
+    ),
+    (
+        "code",
+        """\
 test = sections["C5"]
 names = stp.tl.predict_dense(test, model, out_mpp=4.0, bins_um=(8, 16), shapes=["C5_spots"])
-names"""),
-    ("md", "## Evaluate against the measured spots\nThe measured counts get the model's normalisation; PCC per gene is summarised as PCC@F/S/M."),
-    ("code", """\
+names""",
+    ),
+    (
+        "md",
+        "## Evaluate against the measured spots\nThe measured counts get the model's normalisation; PCC per gene is summarised as PCC@F/S/M.",
+    ),
+    (
+        "code",
+        """\
 per_gene, summary = stp.tl.evaluate(test, pred="pixnet_C5_spots", truth="spots", model=model)
-summary"""),
-    ("code", """\
+summary""",
+    ),
+    (
+        "code",
+        """\
 stp.pl.gene_scores(per_gene, show=False)
-per_gene.sort_values("pcc", ascending=False).head(10)"""),
+per_gene.sort_values("pcc", ascending=False).head(10)""",
+    ),
     ("md", "## Expression maps of breast-cancer genes"),
-    ("code", """\
+    (
+        "code",
+        """\
 genes = [g for g in ("ERBB2", "FASN", "GNAS") if g in model.genes] or model.genes[:3]
 fig, axes = plt.subplots(1, len(genes), figsize=(6 * len(genes), 6))
 for ax, gene in zip(np.atleast_1d(axes), genes, strict=False):
     stp.pl.expression_map(test, gene, ax=ax, show=False)
-plt.show()"""),
-    ("code", """\
+plt.show()""",
+    ),
+    (
+        "code",
+        """\
 stp.pl.compare(test, genes[0], pred="pixnet_C5_spots", truth="spots", model=model, show=False)
-plt.show()"""),
-    ("md", """\
+plt.show()""",
+    ),
+    (
+        "md",
+        """\
 ## Domains: Leiden on predicted 16 µm bins vs Leiden on measured spots
-Each spot takes the majority cluster of the predicted bins whose centres fall inside it."""),
-    ("code", """\
+Each spot takes the majority cluster of the predicted bins whose centres fall inside it.""",
+    ),
+    (
+        "code",
+        """\
 from scipy.spatial import cKDTree
 from sklearn.metrics import adjusted_rand_score
 
@@ -109,48 +154,72 @@ transferred = [
     (lambda idx: max(set(labels[idx]), key=list(labels[idx]).count) if idx else "none")(idx)
     for idx in tree.query_ball_point(test.tables["spots"].obsm["spatial"], r=radius)
 ]
-print("ARI, predicted-bin domains vs measured-spot domains:", round(adjusted_rand_score(measured.obs["leiden"], transferred), 3))"""),
+print("ARI, predicted-bin domains vs measured-spot domains:", round(adjusted_rand_score(measured.obs["leiden"], transferred), 3))""",
+    ),
     ("md", "## Spatial autocorrelation of predicted genes (squidpy)"),
-    ("code", """\
+    (
+        "code",
+        """\
 sq.gr.spatial_neighbors_grid(bins, n_neighs=4)
 sq.gr.spatial_autocorr(bins, mode="moran", n_perms=None, show_progress_bar=False)
-bins.uns["moranI"].head(10)"""),
+bins.uns["moranI"].head(10)""",
+    ),
 ]
 
 SCALES = [
-    ("md", """\
+    (
+        "md",
+        """\
 # One model, every scale
 
 PixNet predicts a dense map, so a model trained on one footprint size can be queried at any other. On the synthetic
 slide the true expression is known everywhere, so we can check that claim exactly (the analogue of the paper's
 cross-scale experiment): train on legacy ST **100 µm spots only**, then predict 55 µm Visium spots and 2/8/16 µm
-Visium HD bins and compare each with the truth of the same footprints."""),
+Visium HD bins and compare each with the truth of the same footprints.""",
+    ),
     ("code", SETUP),
-    ("code", """\
+    (
+        "code",
+        """\
 size = {"width_um": 640, "height_um": 512, "n_genes": 12} if FAST else {"n_genes": 50}
 sdata = stp.datasets.synthetic(seed=0, **size)
-sdata"""),
+sdata""",
+    ),
     ("md", "## Train on 100 µm spots only"),
-    ("code", """\
+    (
+        "code",
+        """\
 model = stp.model.PixNet(decoder_channels=32, train_mpp=2.0, tile_size=128 if FAST else 192)
 fit = {"max_epochs": 1, "steps_per_epoch": 3} if FAST else {"max_epochs": 8, "steps_per_epoch": 25}
 model.train(sdata, tables="st_spots", n_top_genes=size["n_genes"], batch_size=4, seed=0, **fit)
-model.history[-1]"""),
+model.history[-1]""",
+    ),
     ("md", "## Query every footprint the slide has"),
-    ("code", """\
+    (
+        "code",
+        """\
 scales = ["st_spots", "visium_spots", "square_016um", "square_008um", "square_002um"]
-stp.tl.predict_dense(sdata, model, bins_um=(), shapes=[f"synthetic_{s}" for s in scales])"""),
-    ("md", "## Compare with the truth at each scale\nThe truth is the simulated *expected* counts of each footprint, normalised with the model's recipe."),
-    ("code", """\
+stp.tl.predict_dense(sdata, model, bins_um=(), shapes=[f"synthetic_{s}" for s in scales])""",
+    ),
+    (
+        "md",
+        "## Compare with the truth at each scale\nThe truth is the simulated *expected* counts of each footprint, normalised with the model's recipe.",
+    ),
+    (
+        "code",
+        """\
 import pandas as pd
 
 rows = {}
 for s in scales:
     _, summary = stp.tl.evaluate(sdata, pred=f"pixnet_synthetic_{s}", truth=s, layer="expected", ari=False, ssim=False)
     rows[s] = summary.loc["section0", ["n_footprints", "PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
-pd.DataFrame(rows).T"""),
+pd.DataFrame(rows).T""",
+    ),
     ("md", "## The true and the predicted map of a marker gene"),
-    ("code", """\
+    (
+        "code",
+        """\
 truth = sdata["synthetic_truth"].values  # expected UMIs per 2 µm bin, (genes, y, x)
 total = truth.sum(0)
 genes = list(sdata["synthetic_truth"].c.values)
@@ -166,7 +235,8 @@ for ax, img, title in ((axes[0], true_map, "true"), (axes[1], pred_map, "predict
     ax.set_title(f"{gene} ({markers[gene]} marker): {title}")
     ax.axis("off")
 fig.colorbar(im, ax=axes, fraction=0.03, label="log1p normalised")
-plt.show()"""),
+plt.show()""",
+    ),
 ]
 
 NOTEBOOKS = {"her2st_end_to_end.ipynb": HER2ST, "one_model_every_scale.ipynb": SCALES}
@@ -175,14 +245,19 @@ NOTEBOOKS = {"her2st_end_to_end.ipynb": HER2ST, "one_model_every_scale.ipynb": S
 def build(cells) -> nbformat.NotebookNode:
     """A notebook from ``(kind, source)`` pairs."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src) for kind, src in cells]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        for kind, src in cells
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
 
 def execute(nb: nbformat.NotebookNode, timeout: int = 3600) -> nbformat.NotebookNode:
     """Run every cell in ``tutorials/`` (as the docs and the tests do)."""
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    ).execute()
     return nb
 
 

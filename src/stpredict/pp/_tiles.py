@@ -70,6 +70,7 @@ def select_tiles(
     coordinates and every coordinate system of the image) and ``tables[f"{key_added}_scores"]``
     (linked to them; ``obs["score"]``, ``obs["tile_row"]``, ``obs["tile_col"]``; ``uns["stpredict"]``
     holds the method, threshold, tile size and the score distribution of *all* tiles).
+
     """
     import anndata as ad
     import geopandas as gpd
@@ -118,7 +119,9 @@ def select_tiles(
             f"No {tile_um:g} µm tile scores above the threshold {threshold:.4g} (scores {flat.min():.4g}–{flat.max():.4g}); "
             "lower `threshold` or use the default."
         )
-    logger.info(f"Selected {rows.size} of {flat.size} tiles of {tile_um:g} µm ({method}, threshold {threshold:.4g}).")
+    logger.info(
+        f"Selected {rows.size} of {flat.size} tiles of {tile_um:g} µm ({method}, threshold {threshold:.4g})."
+    )
     x0, y0 = cols * t, rows * t
     ts = get_transformation(sdata.images[image_key], get_all=True)
     sdata.shapes[key_added] = ShapesModel.parse(
@@ -149,5 +152,9 @@ def select_tiles(
     }
     if sdata.is_backed():
         sdata.write_element(key_added)
-    store_table(sdata, names[1], TableModel.parse(table, region=key_added, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY))
+    store_table(
+        sdata,
+        names[1],
+        TableModel.parse(table, region=key_added, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
+    )
     return names
