@@ -17,7 +17,7 @@ from scipy import sparse
 
 from .._geometry import shapes_footprints
 from .._logging import logger
-from .._utils import full_resolution
+from .._utils import coarsest_level, full_resolution, pyramid_levels
 from ..pp._mpp import get_mpp
 from ._aggregate import Footprints
 
@@ -161,14 +161,8 @@ def resample_image(
         )
     H0, W0 = full.sizes["y"], full.sizes["x"]
     f = target_mpp / mpp
-    levels = [full]
-    if hasattr(el, "children"):
-        levels = [next(iter(el[k].values())) for k in el.children]
-    best = full
-    for lv in levels:
-        if W0 / lv.sizes["x"] <= f * (1 + 1e-6) and lv.sizes["x"] < best.sizes["x"]:
-            best = lv
-    arr = np.ascontiguousarray(best.transpose("y", "x", "c").values)
+    best, _ = coarsest_level(pyramid_levels(el), f)
+    arr = np.ascontiguousarray(np.moveaxis(np.asarray(best), 0, -1))
     Wt, Ht = max(1, round(W0 / f)), max(1, round(H0 / f))
     if (arr.shape[1], arr.shape[0]) != (Wt, Ht):
         arr = np.asarray(

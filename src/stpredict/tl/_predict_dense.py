@@ -9,14 +9,14 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .. import _constants as C
 from .._logging import logger
-from .._utils import full_resolution
+from .._utils import coarsest_level, full_resolution, pyramid_levels
 from ..pp._mpp import get_mpp
 from ._aggregate import aggregate_table, check_new_names, store_table
 
@@ -26,18 +26,6 @@ if TYPE_CHECKING:
     from ..model import PixNet
 
 __all__ = ["predict_dense", "tissue_mask"]
-
-
-def _levels(el) -> list[tuple[Any, float]]:
-    """``(dask (c, y, x), full-res px per level px)`` for every pyramid level, finest first."""
-    full = full_resolution(el)
-    w0 = full.sizes["x"]
-    if hasattr(el, "children"):
-        arrs = [next(iter(el[k].values())) for k in el.children]
-    else:
-        arrs = [full]
-    out = [(a.transpose("c", "y", "x").data, w0 / a.sizes["x"]) for a in arrs]
-    return sorted(out, key=lambda t: t[1])
 
 
 def _read_window(levels, box: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
@@ -50,11 +38,7 @@ def _read_window(levels, box: tuple[float, float, float, float], shape: tuple[in
 
     x0, y0, x1, y1 = box
     th, tw = shape
-    per_px = (x1 - x0) / tw
-    arr, f = levels[0]
-    for a, lf in levels:
-        if lf <= per_px * (1 + 1e-6):
-            arr, f = a, lf
+    arr, f = coarsest_level(levels, (x1 - x0) / tw)
     lx0, ly0 = math.floor(x0 / f), math.floor(y0 / f)
     lx1, ly1 = math.ceil(x1 / f), math.ceil(y1 / f)
     _, H, W = arr.shape
@@ -83,7 +67,7 @@ def tissue_mask(
     from skimage.transform import resize
 
     mpp = get_mpp(sdata, image_key)
-    levels = _levels(sdata.images[image_key])
+    levels = pyramid_levels(sdata.images[image_key])
     # the coarsest level with pixels of at most ~4 µm (and at most ~4k px), smoothed over ~10 µm so that
     # nuclei and stroma average into "tissue" and only glass stays unsaturated
     arr, lf = levels[0]
@@ -211,6 +195,7 @@ def predict_dense(
     version).
 
     """
+    import anndata as ad
     import dask
     import dask.array as da
     import spatialdata as sd
@@ -268,7 +253,7 @@ def predict_dense(
         if tissue
         else np.ones((Hd, Wd), bool)
     )
-    levels = _levels(el)
+    levels = pyramid_levels(el)
     dev = resolve_device(device or settings.device)
     net = model.module.to(dev).eval()
 
@@ -344,6 +329,7 @@ def predict_dense(
         sdata.write_element(dense_name)
         sdata.images[dense_name] = sd.read_zarr(sdata.path, selection=("images",)).images[dense_name]
         dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
+        shutil.rmtree(tmp, ignore_errors=True)  # the map now reads from the store
 
     for b in bins_um:
         k = ks[b]
@@ -372,8 +358,6 @@ def predict_dense(
             },
             index=pd.Index([f"{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
         )
-        import anndata as ad
-
         table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
         table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
         table.uns[C.UNS_KEY] = {**params, "bin_um": b}
