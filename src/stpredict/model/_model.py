@@ -451,7 +451,13 @@ class PixNet:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, save_optimizer: bool = True) -> Path:
         """Save weights, architecture, training parameters, genes, recipe, ``train_mpp`` and version.
 
-        Writes ``config.json``, ``weights.pt`` and (for resuming) ``optimizer.pt`` into the folder ``path``.
+        Writes ``config.json``, ``weights.pt`` and (for resuming) ``optimizer.pt`` into the folder ``path``;
+        a non-empty folder is only replaced with ``overwrite=True``.
+
+        Returns
+        -------
+        The checkpoint folder, for :meth:`PixNet.load`.
+
         """
         from .. import __version__
 
