@@ -48,6 +48,23 @@ def test_train_and_predict_round_trip_a_zarr(tmp_path):
         main(argv)
 
 
+def test_train_and_predict_a_baseline(tmp_path):
+    path = tmp_path / "s.zarr"
+    stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,)).write(path)
+    model_dir = tmp_path / "spot"
+    argv = ["-q", "train", str(path), "--tables", "visium_spots", "--out", str(model_dir), "--preset", "cpu"]
+    assert (
+        main([*argv, "--method", "spot_regressor", "--epochs", "1", "--steps", "1", "--n-top-genes", "3"])
+        == 0
+    )
+    predict = ["-q", "predict", str(path), "--model", str(model_dir)]
+    with pytest.raises(SystemExit, match="--shapes"):
+        main(predict)
+    assert main([*predict, "--shapes", "synthetic_visium_spots"]) == 0
+    table = sd.read_zarr(path).tables["spot_regressor_synthetic_visium_spots"]
+    assert table.n_vars == 3 and table.uns["stpredict"]["model"] == "SpotRegressor"
+
+
 def test_info_and_entry_point(tmp_path):
     stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,)).write(
         tmp_path / "s.zarr"

@@ -128,6 +128,8 @@ def _train(args: argparse.Namespace) -> int:
     kwargs = {
         k: v for k, v in (("max_epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None
     }
+    if args.method == "linear_probe" and kwargs:
+        raise SystemExit("--epochs/--steps do not apply to the linear probe (one ridge fit).")
     model = tl.train(
         sdatas,
         tables=args.tables,
@@ -135,6 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         n_top_genes=args.n_top_genes,
         preset=args.preset,
         validation=args.validation,
+        model=args.method,
         **kwargs,
     )
     path = model.save(args.out, overwrite=args.overwrite)
@@ -146,10 +149,23 @@ def _predict(args: argparse.Namespace) -> int:
     import spatialdata as sd
 
     from . import tl
-    from .model import PixNet
+    from .model import load
 
     sdata = sd.read_zarr(args.zarr)
-    model = PixNet.load(args.model)
+    model = load(args.model)
+    if not model.dense:
+        if not args.shapes:
+            raise SystemExit(f"A {type(model).__name__} predicts per footprint: name them with --shapes.")
+        names = tl.predict_shapes(
+            sdata,
+            model,
+            shapes=args.shapes,
+            image_key=args.image_key,
+            key_added=args.key,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote to {args.zarr}: {', '.join(names)}")
+        return 0
     names = tl.predict_dense(
         sdata,
         model,
@@ -221,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("train", help="train PixNet on SpatialData zarr stores and save the model")
+    p = sub.add_parser(
+        "train", help="train PixNet (or a baseline) on SpatialData zarr stores and save the model"
+    )
     p.add_argument("zarr", nargs="+", help="one zarr store per section")
     p.add_argument(
         "--tables", nargs="+", required=True, help="supervision tables, e.g. spots or square_008um"
@@ -229,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--image-key")
     p.add_argument("--preset", default="auto", choices=["auto", "cpu", "paper"])
+    p.add_argument(
+        "--method",
+        default="pixnet",
+        choices=["pixnet", "spot_regressor", "linear_probe"],
+        help="PixNet (default) or a baseline",
+    )
     p.add_argument("--n-top-genes", type=int, default=250)
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps", type=int, help="steps per epoch")
@@ -242,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("zarr")
     p.add_argument("--model", required=True, help="model folder written by `stpredict train`")
     p.add_argument("--image-key")
-    p.add_argument("--key", default="pixnet", help="prefix of the written elements")
+    p.add_argument("--key", help="prefix of the written elements (default: the model's, e.g. pixnet)")
     p.add_argument("--out-mpp", type=float, default=2.0)
     p.add_argument("--bins", type=int, nargs="*", default=[2, 8, 16])
     p.add_argument("--shapes", nargs="*", default=[])

@@ -89,7 +89,7 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, trained):
     (path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         PixNet.load(path)
-    with pytest.raises(FileNotFoundError, match="not a PixNet checkpoint"):
+    with pytest.raises(FileNotFoundError, match="not an stpredict checkpoint"):
         PixNet.load(tmp_path / "nothing")
 
 

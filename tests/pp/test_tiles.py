@@ -64,3 +64,52 @@ def test_her2st_tiles_over_spots_score_higher_than_glass(her2st_dir):
     sel = s2.tables[stp.pp.select_tiles(s2, tile_um=200)[1]]
     keys = set(zip(sel.obs["tile_row"], sel.obs["tile_col"], strict=True))
     assert len(keys & spot_tiles) / len(keys) > 0.8
+
+
+def test_training_and_predict_dense_use_the_selected_tiles():
+    from stpredict.model import LinearProbe, PixNet
+    from stpredict.model._data import in_tiles, table_footprints
+    from stpredict.tl._predict_dense import tiles_mask
+
+    s = stp.datasets.synthetic(
+        width_um=640, height_um=512, n_genes=8, seed=3, bins_um=(16,), visium_spots=False
+    )
+    stp.pp.select_tiles(s, tile_um=64, key_added="tiles")  # Shannon, ISG's mean + 1 SD
+    key = "synthetic_full_image"
+    fp, _ = table_footprints(s, "square_016um", key)
+    inside = in_tiles(s, "tiles", key, fp)
+    boxes = s["tiles"].geometry.bounds.to_numpy()
+    x, y = fp.centres[:, 0, None], fp.centres[:, 1, None]
+    brute = ((x > boxes[:, 0]) & (x < boxes[:, 2]) & (y > boxes[:, 1]) & (y < boxes[:, 3])).any(1)
+    np.testing.assert_array_equal(inside, brute)
+    assert 0 < inside.sum() < 0.5 * len(fp)
+
+    # training uses only footprints centred in selected tiles
+    fit = {"n_top_genes": 5, "progress": False, "seed": 0, "tiles": "tiles"}
+    probe = LinearProbe(train_mpp=4.0, tile_size=64).train(s, tables="square_016um", **fit)
+    assert probe.training_params["n_footprints"] == inside.sum()
+    model = PixNet(decoder_channels=8, train_mpp=4.0, tile_size=64).train(
+        s, tables="square_016um", max_epochs=1, steps_per_epoch=2, batch_size=2, **fit
+    )
+    assert model.training_params["tiles"] == "tiles"
+    with pytest.raises(KeyError, match="select_tiles"):
+        PixNet(decoder_channels=8, train_mpp=4.0, tile_size=64).train(s, tables="square_016um", tiles="nope")
+
+    # prediction skips blocks without a selected tile; bins only inside tiles
+    stp.tl.predict_dense(s, model, out_mpp=4.0, bins_um=(16,), tiles="tiles", chunk_size=32, progress=False)
+    dense = s["pixnet_dense"]["scale0"].image.values
+    mask = tiles_mask(s, "tiles", key, dense.shape[1:])
+    blocks_off = blocks_on = 0
+    for by in range(0, dense.shape[1], 32):
+        for bx in range(0, dense.shape[2], 32):
+            block = dense[:, by : by + 32, bx : bx + 32]
+            if mask[by : by + 32, bx : bx + 32].any():
+                blocks_on += bool(np.abs(block).sum() > 0)
+            else:
+                blocks_off += 1
+                assert (block == 0).all()
+    assert blocks_off > 0 and blocks_on > 0
+    bins = s.tables["pixnet_square_016um"]
+    assert s.tables["pixnet_square_016um"].uns["stpredict"]["tiling"]["tiles"] == "tiles"
+    on = mask.reshape(mask.shape[0] // 4, 4, mask.shape[1] // 4, 4).any(axis=(1, 3))
+    assert on[bins.obs["array_row"], bins.obs["array_col"]].all() and bins.n_obs == on.sum()

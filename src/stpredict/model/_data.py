@@ -29,6 +29,7 @@ __all__ = [
     "Recipe",
     "SectionData",
     "default_image_key",
+    "in_tiles",
     "load_section",
     "normalize_counts",
     "resample_image",
@@ -173,6 +174,26 @@ def resample_image(
     return arr, (W0 / Wt, H0 / Ht)
 
 
+def in_tiles(sdata: SpatialData, tiles: str, image_key: str, fp: Footprints) -> np.ndarray:
+    """Whether each footprint's centre (full-resolution image pixels) lies in a shape of ``tiles``.
+
+    ``tiles`` is a shapes element such as the selection of :func:`stpredict.pp.select_tiles`.
+    """
+    import shapely
+
+    if tiles not in sdata.shapes:
+        raise KeyError(
+            f"Tiles {tiles!r} not found among the shapes {list(sdata.shapes)}; create them with "
+            "`stpredict.pp.select_tiles(sdata, key_added=...)`."
+        )
+    t = shapes_footprints(sdata, tiles, image_key)
+    x, y = fp.centres[:, 0], fp.centres[:, 1]
+    if t.is_disk:
+        d2 = (x[:, None] - t.centres[None, :, 0]) ** 2 + (y[:, None] - t.centres[None, :, 1]) ** 2
+        return (d2 <= t.radii[None] ** 2).any(1)
+    return shapely.contains_xy(shapely.union_all(t.geometries), x, y)
+
+
 @dataclass
 class SectionData:
     """One section at the training pixel size: the image and, per table, footprints and targets."""
@@ -198,13 +219,21 @@ def load_section(
     recipe: Recipe | None,
     train_mpp: float,
     name: str = "section",
+    tiles: str | None = None,
 ) -> SectionData:
-    """Resample the image to ``train_mpp`` and put every table's footprints and targets on that grid."""
+    """Resample the image to ``train_mpp`` and put every table's footprints and targets on that grid.
+
+    With ``tiles`` (a shapes element of selected tiles), only footprints centred in a tile are kept.
+    """
     image, (sx, sy) = resample_image(sdata, image_key, train_mpp)
     sec = SectionData(name=name, image=image, mpp=train_mpp)
     to_train = np.diag([1.0 / sx, 1.0 / sy, 1.0])
     for t in tables:
         fp, rows = table_footprints(sdata, t, image_key)
+        if tiles is not None:
+            keep = np.nonzero(in_tiles(sdata, tiles, image_key, fp))[0]
+            logger.info(f"{name}: {keep.size} of {len(fp)} footprints of {t!r} lie in the tiles {tiles!r}.")
+            fp, rows = fp.subset(keep), rows[keep]
         fp = fp.affine(to_train)
         if recipe is not None:
             y = normalize_counts(sdata.tables[t], recipe)[rows]

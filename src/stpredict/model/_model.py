@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .._logging import logger
-from ._aggregate import footprint_matrix
-from ._data import Recipe, default_image_key, load_section, resample_image, select_genes, table_footprints
+from ._aggregate import Footprints, footprint_matrix
+from ._base import BaseModel
+from ._data import default_image_key, load_section, resample_image, table_footprints
 from ._module import PixNetModule
 from ._train import TileSampler, resolve_device, train_loop
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-__all__ = ["PRESETS", "PixNet"]
-
-_FORMAT = "stpredict-pixnet"
-_FORMAT_VERSION = 1
-_CONFIG = "config.json"
-_WEIGHTS = "weights.pt"
-_OPTIMIZER = "optimizer.pt"
+__all__ = ["PRESETS", "DenseModel", "PixNet"]
 
 #: Architecture/training presets. ``"paper"``: PixNet's published settings (512-wide decoder);
 #: ``"cpu"``: a light decoder, coarser pixels and smaller tiles that train in minutes on a laptop.
@@ -37,24 +29,189 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, list | tuple) else [x]
-
-
 def _window(n: int, ramp: float) -> np.ndarray:
     i = np.arange(n) + 0.5
     return np.clip(np.minimum(i, n - i) / max(ramp, 1e-6), 1e-3, 1.0)
 
 
-class PixNet:
+class DenseModel(BaseModel):
+    """Tiled inference shared by the dense models (:class:`PixNet`, :class:`LinearProbe`).
+
+    Needs ``module(images) → (B, n_genes, H, W)`` and ``config["tile_size"]``.
+    """
+
+    dense = True
+
+    def _tiles(self, h: int, w: int, tile: int, overlap: float):
+        step = max(1, round(tile * (1 - overlap)))
+
+        def starts(n):
+            if n <= tile:
+                return [0]
+            s = list(range(0, n - tile, step))
+            return [*s, n - tile]
+
+        return [(y, x) for y in starts(h) for x in starts(w)], min(tile, h), min(tile, w)
+
+    @torch.no_grad()
+    def _tile_maps(
+        self, image: np.ndarray, *, tile: int | None, overlap: float, batch_size: int, device: str | None
+    ):
+        """Yield ``(y0, x0, weighted map (M, th, tw))`` with blending weights already normalised."""
+        from .._settings import settings
+
+        self._check_trained()
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (y, x, 3) uint8 RGB, got {image.shape} {image.dtype}.")
+        dev = resolve_device(device or settings.device)
+        net = self.module.to(dev).eval()
+        h, w = image.shape[:2]
+        tile = int(tile or max(self.config["tile_size"], 256))
+        origins, th, tw = self._tiles(h, w, tile, overlap)
+        ramp = tile * overlap / 2 if len(origins) > 1 else 0
+        win = np.outer(_window(th, ramp), _window(tw, ramp)).astype(np.float32)
+        total = np.zeros((h, w), np.float32)
+        for y0, x0 in origins:
+            total[y0 : y0 + th, x0 : x0 + tw] += win
+        for i in range(0, len(origins), batch_size):
+            chunk = origins[i : i + batch_size]
+            x = torch.from_numpy(np.stack([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk]))
+            G = net(x.permute(0, 3, 1, 2).contiguous().to(dev)).float().cpu().numpy()
+            for (y0, x0), g in zip(chunk, G, strict=True):
+                yield y0, x0, g * (win / total[y0 : y0 + th, x0 : x0 + tw])[None]
+        self.module.cpu()
+
+    def predict(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        device: str | None = None,
+    ) -> np.ndarray:
+        """Dense map ``(n_genes, y, x)`` float32 of an RGB ``(y, x, 3)`` uint8 image at ``train_mpp``.
+
+        Sliding-window inference with ``overlap`` and linear blending of overlapping tiles.
+        """
+        h, w = image.shape[:2]
+        out = np.zeros((len(self.genes), h, w), np.float32)
+        for y0, x0, g in self._tile_maps(
+            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
+        ):
+            out[:, y0 : y0 + g.shape[1], x0 : x0 + g.shape[2]] += g
+        return out
+
+    def _predict_fp(
+        self,
+        sdata: SpatialData,
+        fp: Footprints,
+        *,
+        image_key: str,
+        how: str,
+        coverage: str,
+        tile: int | None,
+        overlap: float,
+        batch_size: int,
+        device: str | None,
+    ) -> np.ndarray:
+        """Predictions ``(len(fp), n_genes)`` for full-resolution footprints; NaN where off the image."""
+        if how not in ("mean", "sum"):
+            raise ValueError(f"how must be 'mean' or 'sum', got {how!r}.")
+        image, (sx, sy) = resample_image(sdata, image_key, self.train_mpp)
+        fp = fp.affine(np.diag([1 / sx, 1 / sy, 1.0]))
+        h, w = image.shape[:2]
+        A, kept = footprint_matrix(fp, (h, w), how="sum", coverage=coverage, require_inside=False)
+        A = A.tocsc()
+        acc = np.zeros((A.shape[0], len(self.genes)), np.float64)
+        for y0, x0, g in self._tile_maps(
+            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
+        ):
+            th, tw = g.shape[1:]
+            cols = ((np.arange(y0, y0 + th)[:, None] * w) + np.arange(x0, x0 + tw)[None, :]).ravel()
+            sub = A[:, cols]
+            if sub.nnz:
+                acc += sub @ g.reshape(len(self.genes), -1).T
+        totals = np.asarray(A.sum(1)).ravel()
+        if how == "mean":
+            acc /= np.maximum(totals, 1e-12)[:, None]
+        acc[totals == 0] = np.nan  # footprint entirely off the image
+        out = np.full((len(fp), len(self.genes)), np.nan, np.float32)
+        out[kept] = acc
+        return out
+
+    def predict_footprints(
+        self,
+        sdata: SpatialData,
+        *,
+        table: str,
+        image_key: str | None = None,
+        how: str = "mean",
+        coverage: str = "center",
+        tile: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        device: str | None = None,
+    ) -> np.ndarray:
+        """Predicted expression ``(n_obs, n_genes)`` for the footprints of a table, in table row order.
+
+        The dense map is computed tile by tile at ``train_mpp`` and aggregated on the fly, so memory
+        depends on the tile size, not the slide size. Rows without a shape are NaN.
+        """
+        self._check_trained()
+        image_key = image_key or default_image_key(sdata)
+        fp, rows = table_footprints(sdata, table, image_key)
+        pred = self._predict_fp(
+            sdata,
+            fp,
+            image_key=image_key,
+            how=how,
+            coverage=coverage,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+        )
+        out = np.full((sdata.tables[table].n_obs, len(self.genes)), np.nan, np.float32)
+        out[rows] = pred
+        return out
+
+    def predict_shapes(
+        self,
+        sdata: SpatialData,
+        shapes: str,
+        *,
+        image_key: str | None = None,
+        how: str = "mean",
+        coverage: str = "center",
+        tile: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        device: str | None = None,
+    ) -> np.ndarray:
+        """Predicted expression ``(n_shapes, n_genes)`` for every shape of a shapes element, in its order.
+
+        The dense map aggregated over each footprint (as :meth:`predict_footprints`); NaN for shapes
+        off the image.
+        """
+        from .._geometry import shapes_footprints
+
+        self._check_trained()
+        image_key = image_key or default_image_key(sdata)
+        return self._predict_fp(
+            sdata,
+            shapes_footprints(sdata, shapes, image_key),
+            image_key=image_key,
+            how=how,
+            coverage=coverage,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+        )
+
+
+class PixNet(DenseModel):
     """PixNet (Zhang, Yang & Pan, 2025): dense gene-expression maps from H&E.
 
     Parameters
@@ -117,29 +274,18 @@ class PixNet:
             "train_mpp": float(train_mpp),
             "tile_size": int(tile_size),
         }
-        self.recipe = Recipe(list(genes), target_sum=target_sum) if genes is not None else None
-        self._target_sum = float(target_sum)
-        self.module: PixNetModule | None = None
-        self.history: list[dict] = []
-        self.training_params: dict[str, Any] = {}
-        self.optimizer_state: dict | None = None
+        self._init_common(genes, target_sum)
         self.feature_cache_stats: dict[str, int] = {}
         if self.recipe is not None:
             self._build()
 
-    # ------------------------------------------------------------------ basics
-    @property
-    def genes(self) -> list[str]:
-        """Output gene names (empty before training when not given)."""
-        return list(self.recipe.genes) if self.recipe else []
+    _FORMAT = "stpredict-pixnet"
+    key = "pixnet"
+    dense = True
 
     @property
     def freeze_encoder(self) -> bool:
         return bool(self.config["freeze_encoder"])
-
-    @property
-    def train_mpp(self) -> float:
-        return float(self.config["train_mpp"])
 
     def _build(self, *, load_weights: bool = True) -> None:
         c = self.config
@@ -183,6 +329,7 @@ class PixNet:
         max_footprints_per_tile: int = 512,
         coverage: str = "center",
         feature_cache_size: int = 2048,
+        tiles: str | None = None,
         seed: int | None = None,
         device: str | None = None,
         progress: bool | None = None,
@@ -218,6 +365,10 @@ class PixNet:
             Footprint membership: ``"center"`` (pixel centre inside) or ``"fraction"``.
         feature_cache_size
             Tiles whose encoder features are cached when ``freeze_encoder=True``.
+        tiles
+            A shapes element (the same name in every section) of selected tiles, e.g. from
+            :func:`stpredict.pp.select_tiles`: only footprints centred in a selected tile are used,
+            so training skips background and uninformative tiles (ISG's Shannon selection).
         seed
             Random seed (tile sampling, augmentation, initialisation); deterministic on CPU.
         device
@@ -232,32 +383,11 @@ class PixNet:
         """
         from .._settings import settings
 
-        sdatas = _as_list(sdata)
-        tables = _as_list(tables)
-        keys = _as_list(image_key) if image_key is not None else [default_image_key(s) for s in sdatas]
-        if len(keys) == 1 and len(sdatas) > 1:
-            keys = keys * len(sdatas)
-        if len(keys) != len(sdatas):
-            raise ValueError(f"Got {len(keys)} image keys for {len(sdatas)} sections.")
-        val_idx = [] if validation is None else _as_list(validation)
-        val_idx = [int(v) for v in val_idx]
-        if any(v < 0 or v >= len(sdatas) for v in val_idx):
-            raise ValueError(f"validation must index the {len(sdatas)} sections, got {val_idx}.")
-        train_idx = [i for i in range(len(sdatas)) if i not in val_idx]
-        if not train_idx:
-            raise ValueError("Every section is held out for validation; keep at least one for training.")
-        for i, s in enumerate(sdatas):
-            for t in tables:
-                if t not in s.tables:
-                    raise KeyError(f"Table {t!r} not found in section {i}; its tables: {list(s.tables)}.")
         seed = settings.seed if seed is None else int(seed)
         torch.manual_seed(seed)
-        if self.recipe is None:
-            genes = select_genes([sdatas[i].tables[t] for i in train_idx for t in tables], n_top_genes)
-            self.recipe = Recipe(genes, target_sum=self._target_sum)
-            logger.info(f"Selected {len(genes)} genes by mean expression on the training tables.")
-        if self.module is None:
-            self._build()
+        sdatas, tables, keys, train_idx, val_idx = self._prepare(
+            sdata, tables, image_key, validation, n_top_genes
+        )
         dev = resolve_device(device or settings.device)
         progress = settings.progress_bar if progress is None else progress
         T, mpp = self.config["tile_size"], self.train_mpp
@@ -269,6 +399,7 @@ class PixNet:
                 recipe=self.recipe,
                 train_mpp=mpp,
                 name=f"section{i}",
+                tiles=tiles,
             )
             for i in range(len(sdatas))
         ]
@@ -307,6 +438,7 @@ class PixNet:
             "patience": patience,
             "augment": augment,
             "coverage": coverage,
+            "tiles": tiles,
             "seed": seed,
         }
         self.training_params = params
@@ -340,183 +472,10 @@ class PixNet:
             mean = torch.where(mean > 20, mean, torch.log(torch.expm1(mean.clamp_min(1e-4))))
         self.module.head.bias.copy_(mean)
 
-    # ------------------------------------------------------------------ prediction
-    def _check_trained(self) -> None:
-        if self.module is None or self.recipe is None:
-            raise RuntimeError("The model has no genes yet: train it (or pass genes=) before predicting.")
-
-    def _tiles(self, h: int, w: int, tile: int, overlap: float):
-        step = max(1, round(tile * (1 - overlap)))
-
-        def starts(n):
-            if n <= tile:
-                return [0]
-            s = list(range(0, n - tile, step))
-            return [*s, n - tile]
-
-        return [(y, x) for y in starts(h) for x in starts(w)], min(tile, h), min(tile, w)
-
-    @torch.no_grad()
-    def _tile_maps(
-        self, image: np.ndarray, *, tile: int | None, overlap: float, batch_size: int, device: str | None
-    ):
-        """Yield ``(y0, x0, weighted map (M, th, tw))`` with blending weights already normalised."""
-        from .._settings import settings
-
-        self._check_trained()
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (y, x, 3) uint8 RGB, got {image.shape} {image.dtype}.")
-        dev = resolve_device(device or settings.device)
-        net = self.module.to(dev).eval()
-        h, w = image.shape[:2]
-        tile = int(tile or max(self.config["tile_size"], 256))
-        origins, th, tw = self._tiles(h, w, tile, overlap)
-        ramp = tile * overlap / 2 if len(origins) > 1 else 0
-        win = np.outer(_window(th, ramp), _window(tw, ramp)).astype(np.float32)
-        total = np.zeros((h, w), np.float32)
-        for y0, x0 in origins:
-            total[y0 : y0 + th, x0 : x0 + tw] += win
-        for i in range(0, len(origins), batch_size):
-            chunk = origins[i : i + batch_size]
-            x = torch.from_numpy(np.stack([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk]))
-            G = net(x.permute(0, 3, 1, 2).contiguous().to(dev)).float().cpu().numpy()
-            for (y0, x0), g in zip(chunk, G, strict=True):
-                yield y0, x0, g * (win / total[y0 : y0 + th, x0 : x0 + tw])[None]
-        self.module.cpu()
-
-    def predict(
-        self,
-        image: np.ndarray,
-        *,
-        tile: int | None = None,
-        overlap: float = 0.25,
-        batch_size: int = 4,
-        device: str | None = None,
-    ) -> np.ndarray:
-        """Dense map ``(n_genes, y, x)`` float32 of an RGB ``(y, x, 3)`` uint8 image at ``train_mpp``.
-
-        Sliding-window inference with ``overlap`` and linear blending of overlapping tiles.
-        """
-        h, w = image.shape[:2]
-        out = np.zeros((len(self.genes), h, w), np.float32)
-        for y0, x0, g in self._tile_maps(
-            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
-        ):
-            out[:, y0 : y0 + g.shape[1], x0 : x0 + g.shape[2]] += g
-        return out
-
-    def predict_footprints(
-        self,
-        sdata: SpatialData,
-        *,
-        table: str,
-        image_key: str | None = None,
-        how: str = "mean",
-        coverage: str = "center",
-        tile: int | None = None,
-        overlap: float = 0.25,
-        batch_size: int = 4,
-        device: str | None = None,
-    ) -> np.ndarray:
-        """Predicted expression ``(n_obs, n_genes)`` for the footprints of a table, in table row order.
-
-        The dense map is computed tile by tile at ``train_mpp`` and aggregated on the fly, so memory
-        depends on the tile size, not the slide size. Rows without a shape are NaN.
-        """
-        image_key = image_key or default_image_key(sdata)
-        image, (sx, sy) = resample_image(sdata, image_key, self.train_mpp)
-        fp, rows = table_footprints(sdata, table, image_key)
-        fp = fp.affine(np.diag([1 / sx, 1 / sy, 1.0]))
-        h, w = image.shape[:2]
-        A, kept = footprint_matrix(fp, (h, w), how="sum", coverage=coverage, require_inside=False)
-        A = A.tocsc()
-        acc = np.zeros((A.shape[0], len(self.genes)), np.float64)
-        for y0, x0, g in self._tile_maps(
-            image, tile=tile, overlap=overlap, batch_size=batch_size, device=device
-        ):
-            th, tw = g.shape[1:]
-            cols = ((np.arange(y0, y0 + th)[:, None] * w) + np.arange(x0, x0 + tw)[None, :]).ravel()
-            sub = A[:, cols]
-            if sub.nnz:
-                acc += sub @ g.reshape(len(self.genes), -1).T
-        totals = np.asarray(A.sum(1)).ravel()
-        if how == "mean":
-            acc /= np.maximum(totals, 1e-12)[:, None]
-        acc[totals == 0] = np.nan  # footprint entirely off the image
-        out = np.full((sdata.tables[table].n_obs, len(self.genes)), np.nan, np.float32)
-        out[rows[kept]] = acc
-        return out
-
-    # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False, save_optimizer: bool = True) -> Path:
-        """Save weights, architecture, training parameters, genes, recipe, ``train_mpp`` and version.
-
-        Writes ``config.json``, ``weights.pt`` and (for resuming) ``optimizer.pt`` into the folder ``path``;
-        a non-empty folder is only replaced with ``overwrite=True``.
-
-        Returns
-        -------
-        The checkpoint folder, for :meth:`PixNet.load`.
-
-        """
-        from .. import __version__
-
-        self._check_trained()
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint."
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.module.state_dict(), path / _WEIGHTS)
-        if save_optimizer and self.optimizer_state is not None:
-            torch.save(self.optimizer_state, path / _OPTIMIZER)
-        config = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "stpredict_version": __version__,
-            "architecture": self.config,
-            "recipe": self.recipe.to_dict(),
-            "training": self.training_params,
-            "history": self.history,
-            "weights_sha256": _sha256(path / _WEIGHTS),
-        }
-        (path / _CONFIG).write_text(json.dumps(config, indent=2, default=float))
-        return path
-
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> PixNet:
-        """Load a checkpoint written by :meth:`save`, checking its format, integrity and architecture."""
-        from .. import __version__
-
-        path = Path(path)
-        cfg_path, w_path = path / _CONFIG, path / _WEIGHTS
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise FileNotFoundError(
-                f"{path} is not a PixNet checkpoint: expected {_CONFIG} and {_WEIGHTS} in it."
-            )
-        try:
-            config = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{cfg_path} is not valid JSON (truncated or corrupted checkpoint): {exc}"
-            ) from exc
-        if config.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a PixNet checkpoint (format {config.get('format')!r}).")
-        if config.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by stpredict {config.get('stpredict_version')} with a newer checkpoint format; "
-                f"upgrade stpredict (this is {__version__})."
-            )
-        if _sha256(w_path) != config.get("weights_sha256"):
-            raise ValueError(
-                f"{w_path} does not match the checksum in {_CONFIG}: the checkpoint is truncated or was modified. "
-                "Save it again or restore the file."
-            )
-        arch = dict(config["architecture"])
-        recipe = config["recipe"]
-        model = cls(
-            recipe["genes"],
+    def _from_config(cls, genes: list[str], arch: dict, target_sum: float) -> PixNet:
+        return cls(
+            genes,
             encoder=arch["encoder"],
             pretrained=False,
             encoder_weights=None,
@@ -526,25 +485,5 @@ class PixNet:
             freeze_encoder=arch["freeze_encoder"],
             train_mpp=arch["train_mpp"],
             tile_size=arch["tile_size"],
-            target_sum=recipe["target_sum"],
+            target_sum=target_sum,
         )
-        model.config = arch
-        model.recipe = Recipe(recipe["genes"], target_sum=recipe["target_sum"], log1p=recipe["log1p"])
-        state = torch.load(w_path, map_location="cpu", weights_only=True)
-        try:
-            model.module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"The weights in {w_path} do not fit the architecture in {_CONFIG}: {exc}"
-            ) from exc
-        model.history = list(config.get("history", []))
-        model.training_params = dict(config.get("training", {}))
-        if (path / _OPTIMIZER).is_file():
-            model.optimizer_state = torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=False)
-        if config.get("stpredict_version") != __version__:
-            logger.info(
-                f"Checkpoint written by stpredict {config.get('stpredict_version')}; this is {__version__}."
-            )
-        if device is not None:
-            model.module.to(resolve_device(device))
-        return model

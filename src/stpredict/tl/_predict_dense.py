@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ..model import PixNet
 
-__all__ = ["predict_dense", "tissue_mask"]
+__all__ = ["predict_dense", "tiles_mask", "tissue_mask"]
 
 
 def _read_window(levels, box: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
@@ -86,6 +86,25 @@ def tissue_mask(
     return resize(mask.astype(np.float32), shape, order=1, anti_aliasing=False) > 0.01
 
 
+def tiles_mask(sdata: SpatialData, tiles: str, image_key: str, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask on a ``shape`` grid covering the image: pixels whose centre lies in a shape of ``tiles``."""
+    from .._geometry import shapes_footprints
+    from ..model._aggregate import footprint_matrix
+
+    if tiles not in sdata.shapes:
+        raise KeyError(
+            f"Tiles {tiles!r} not found among the shapes {list(sdata.shapes)}; create them with "
+            "`stpredict.pp.select_tiles(sdata, key_added=...)`."
+        )
+    H0, W0 = (full_resolution(sdata.images[image_key]).sizes[d] for d in ("y", "x"))
+    fp = shapes_footprints(sdata, tiles, image_key).affine(np.diag([shape[1] / W0, shape[0] / H0, 1.0]))
+    A, _ = footprint_matrix(fp, shape, how="sum", require_inside=False)
+    mask = np.asarray(A.sum(0)).ravel().reshape(shape) > 0
+    if not mask.any():
+        raise ValueError(f"No selected tile of {tiles!r} lies on image {image_key!r}.")
+    return mask
+
+
 def _ratio(out_mpp: float, train_mpp: float) -> tuple[int, int]:
     """``(up, down)`` with out_mpp / train_mpp = down / up, one of them 1 (integer ratios only)."""
     r = out_mpp / train_mpp
@@ -120,7 +139,7 @@ def predict_dense(
     model: PixNet,
     *,
     image_key: str | None = None,
-    key_added: str = C.KEY_ADDED,
+    key_added: str | None = None,
     out_mpp: float = 2.0,
     bins_um: Sequence[int] = C.VISIUM_HD_BINS_UM,
     shapes: Sequence[str] | None = None,
@@ -128,6 +147,7 @@ def predict_dense(
     margin: int | None = None,
     tissue: bool = True,
     tissue_threshold: float | None = None,
+    tiles: str | None = None,
     max_in_memory: float = 2e8,
     overwrite: bool = False,
     device: str | None = None,
@@ -145,11 +165,11 @@ def predict_dense(
     sdata
         SpatialData with an RGB H&E image of known pixel size (:func:`stpredict.pp.get_mpp`).
     model
-        A trained :class:`~stpredict.model.PixNet`.
+        A trained :class:`~stpredict.model.PixNet` or :class:`~stpredict.model.LinearProbe` (dense models).
     image_key
         The H&E image. Default: the largest RGB uint8 image (the full-resolution scan).
     key_added
-        Prefix of every element written.
+        Prefix of every element written (default ``model.key``: ``"pixnet"``, ``"linear_probe"``).
     out_mpp
         Pixel size of the dense map in µm (default 2, the finest Visium HD bin). Must be an integer
         multiple or divisor of the model's ``train_mpp``.
@@ -169,6 +189,10 @@ def predict_dense(
         **0** (no tissue, no expression) and they get no bins.
     tissue_threshold
         Fixed saturation threshold in [0, 1] instead of Otsu's.
+    tiles
+        A shapes element of selected tiles, e.g. from :func:`stpredict.pp.select_tiles` (Shannon or
+        Otsu selection): only blocks that overlap a selected tile are predicted and only the map
+        pixels inside selected tiles get bins; this replaces the ``tissue`` mask.
     max_in_memory
         Bin tables with more values than this (bins × genes) keep ``X`` as a dask array read from the
         dense map instead of loading it into memory (a whole Visium HD area at 2 µm is ~1e7 × 250).
@@ -210,7 +234,13 @@ def predict_dense(
     from ..model._data import default_image_key
     from ..model._train import resolve_device
 
+    if not getattr(model, "dense", False):
+        raise TypeError(
+            f"{type(model).__name__} predicts one value per footprint, not a dense map; use "
+            "`stpredict.tl.predict_shapes(sdata, model, shapes=[...])` for it."
+        )
     model._check_trained()
+    key_added = key_added or model.key
     image_key = image_key or default_image_key(sdata)
     mpp = get_mpp(sdata, image_key)
     genes = model.genes
@@ -248,11 +278,12 @@ def predict_dense(
     margin = chunk_size // 4 if margin is None else int(margin)
     chunk_size = max(unit, round(chunk_size / unit) * unit)
     margin = int(math.ceil(margin / unit) * unit)
-    mask = (
-        tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
-        if tissue
-        else np.ones((Hd, Wd), bool)
-    )
+    if tiles is not None:
+        mask = tiles_mask(sdata, tiles, image_key, (Hd, Wd))
+    elif tissue:
+        mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
+    else:
+        mask = np.ones((Hd, Wd), bool)
     levels = pyramid_levels(el)
     dev = resolve_device(device or settings.device)
     net = model.module.to(dev).eval()
@@ -311,7 +342,12 @@ def predict_dense(
         "mpp": float(mpp),
         "out_mpp": float(out_mpp),
         "train_mpp": float(model.train_mpp),
-        "tiling": {"chunk_size": int(chunk_size), "margin": int(margin), "tissue": bool(tissue)},
+        "tiling": {
+            "chunk_size": int(chunk_size),
+            "margin": int(margin),
+            "tissue": bool(tissue),
+            "tiles": tiles,
+        },
         "stpredict_version": __version__,
     }
     img_ts = get_transformation(el, get_all=True)

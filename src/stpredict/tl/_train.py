@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-    from ..model import PixNet
+    from ..model import LinearProbe, PixNet, SpotRegressor
 
 __all__ = ["train"]
 
@@ -20,12 +20,12 @@ def train(
     image_key: str | Sequence[str] | None = None,
     genes: Sequence[str] | None = None,
     n_top_genes: int = 250,
-    model: PixNet | None = None,
+    model: PixNet | SpotRegressor | LinearProbe | str | None = None,
     preset: str = "auto",
     validation: int | Sequence[int] | None = None,
     **kwargs: Any,
-) -> PixNet:
-    """Train PixNet on one or several SpatialData sections and return the model.
+) -> PixNet | SpotRegressor | LinearProbe:
+    """Train PixNet (or a baseline) on one or several SpatialData sections and return the model.
 
     The default recipe is the paper's loss and optimiser (MSE + 0.5·(1 − PCC), Adam lr 5e-4,
     weight decay 1e-4, top 250 genes by mean, log1p of total-normalised counts) with a
@@ -54,9 +54,15 @@ def train(
     n_top_genes
         Number of genes chosen when ``genes`` is not given.
     model
-        Continue training this model (e.g. :meth:`PixNet.load` of a checkpoint: resumes the optimiser).
+        Which model to train: ``"pixnet"`` (default), ``"spot_regressor"``
+        (:class:`~stpredict.model.SpotRegressor`, the ST-Net-style crop regressor) or
+        ``"linear_probe"`` (:class:`~stpredict.model.LinearProbe`), built with ``preset``; or a model
+        instance to train as it is (an untrained baseline with your settings, or a
+        :meth:`~stpredict.model.load`-ed checkpoint to resume, optimiser included).
     preset
-        ``"auto"``, ``"cpu"`` or ``"paper"`` (see above); explicit keyword arguments win.
+        ``"auto"``, ``"cpu"`` or ``"paper"`` (see above; the baselines have matching presets:
+        the same ``train_mpp``, and 32 crops per step or the same tile size); explicit keyword
+        arguments win.
     validation
         Index (or indices) of sections held out for validation and early stopping.
     **kwargs
@@ -68,30 +74,60 @@ def train(
 
     Returns
     -------
-    The trained :class:`~stpredict.model.PixNet`; ``model.history`` holds per-epoch metrics.
+    The trained model; ``model.history`` holds per-epoch metrics.
+
+    Examples
+    --------
+    Compare PixNet with the spot-level baseline on the same sections::
+
+        pixnet = stp.tl.train(sections, tables="spots", preset="cpu")
+        spot = stp.tl.train(sections, tables="spots", model="spot_regressor", preset="cpu")
+        for m in (pixnet, spot):
+            stp.tl.predict_shapes(test, m, shapes=["st_spots"])
+            stp.tl.evaluate(test, pred=f"{m.key}_st_spots", truth="spots")
 
     """
     import inspect
 
     from .._logging import logger
-    from ..model import PRESETS, PixNet
+    from ..model import PRESETS, LinearProbe, PixNet, SpotRegressor
+    from ..model._base import BaseModel
     from ..model._train import resolve_device
 
-    if model is None:
+    classes = {"pixnet": PixNet, "spot_regressor": SpotRegressor, "linear_probe": LinearProbe}
+    if model is None or isinstance(model, str):
+        name = model or "pixnet"
+        if name not in classes:
+            raise ValueError(f"model must be one of {sorted(classes)} or a model instance, got {name!r}.")
+        cls = classes[name]
+        presets = PRESETS if cls is PixNet else cls.PRESETS
         if preset == "auto":
             preset = "paper" if resolve_device("auto").type == "cuda" else "cpu"
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be 'auto' or one of {sorted(PRESETS)}, got {preset!r}.")
-        settings_ = {**PRESETS[preset], **kwargs}
-        arch_names = set(inspect.signature(PixNet.__init__).parameters) - {"self", "genes"}
+        if preset not in presets:
+            raise ValueError(f"preset must be 'auto' or one of {sorted(presets)}, got {preset!r}.")
+        settings_ = {**presets[preset], **kwargs}
+        arch_names = set(inspect.signature(cls.__init__).parameters) - {"self", "genes"}
         arch = {k: v for k, v in settings_.items() if k in arch_names}
         fit = {k: v for k, v in settings_.items() if k not in arch_names}
-        model = PixNet(genes, **arch)
-        logger.info(f"PixNet preset {preset!r}: {arch}.")
-    else:
+        model = cls(genes, **arch)
+        logger.info(f"{cls.__name__} preset {preset!r}: {arch}.")
+    elif isinstance(model, BaseModel):
         fit = dict(kwargs)
-        if genes is not None and list(genes) != model.genes:
-            raise ValueError("`genes` differ from the genes of the model being resumed.")
+        if genes is not None and model.genes and list(genes) != model.genes:
+            raise ValueError("`genes` differ from the genes of the model being trained.")
+        if genes is not None and not model.genes:
+            from ..model._data import Recipe
+
+            model.recipe = Recipe(list(genes), target_sum=model._target_sum)
+    else:
+        raise TypeError(f"model must be a model name or an stpredict model, got {type(model).__name__}.")
+    accepted = set(inspect.signature(model.train).parameters)
+    unknown = sorted(set(fit) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__} does not take {unknown}; its training arguments are "
+            f"{sorted(accepted - {'sdata', 'tables', 'image_key', 'validation', 'n_top_genes'})}."
+        )
     return model.train(
         sdata, tables=tables, image_key=image_key, validation=validation, n_top_genes=n_top_genes, **fit
     )

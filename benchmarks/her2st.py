@@ -1,0 +1,145 @@
+"""Leave-one-section-out benchmark on HER2ST: PixNet vs SpotRegressor vs LinearProbe (CPU, about an hour).
+
+For each of the shared sections C2–C5: train on the other three, predict the held-out section's
+spots, compare with its measured spots (``tl.evaluate``). All three models use the same encoder
+and initialisation (random-init ResNet18 unless ``--encoder-weights`` names a local file), the
+same 250 genes chosen on the training sections only, the same normalisation and loss, and the
+same budget of optimiser steps (the recipe is fixed below; nothing is tuned on a test fold)::
+
+    python benchmarks/her2st.py --data-dir ../shared/data/her2st
+
+Writes the markdown table to stdout and to ``--out`` (plus a CSV next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pandas as pd
+import torch
+
+import stpredict as stp
+
+METRICS = ["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE", "SSIM", "ARI_pred_vs_truth"]
+
+
+def recipe(args) -> dict[str, dict]:
+    """The fixed training recipe per method (the `cpu` presets; same steps for the two trained networks)."""
+    enc = {"encoder": args.encoder, "encoder_weights": args.encoder_weights}
+    steps = {"max_epochs": args.epochs, "steps_per_epoch": args.steps}
+    return {
+        "PixNet": {"model": "pixnet", **enc, **steps},  # 4 tiles of 192 px (384 µm) at 2 µm/px per step
+        "SpotRegressor": {
+            "model": "spot_regressor",
+            **enc,
+            **steps,
+        },  # 32 crops of 150 µm at 2 µm/px per step
+        "LinearProbe": {"model": "linear_probe", **enc},  # one pass of feature extraction + ridge (CV alpha)
+    }
+
+
+def run_fold(sections: dict, test: str, args) -> list[dict]:
+    train = [sections[s] for s in sections if s != test]
+    sd = sections[test]
+    rows = []
+    for method, kw in recipe(args).items():
+        t0 = time.perf_counter()
+        model = stp.tl.train(
+            train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **kw
+        )
+        t_train = time.perf_counter() - t0
+        key = f"bench_{model.key}"
+        t1 = time.perf_counter()
+        stp.tl.predict_shapes(sd, model, shapes=f"{test}_spots", key_added=key, overwrite=True)
+        t_pred = time.perf_counter() - t1
+        _, summary = stp.tl.evaluate(sd, pred=f"{key}_{test}_spots", truth="spots", seed=args.seed)
+        s = summary.loc["section0"]
+        rows.append(
+            {
+                "test": test,
+                "method": method,
+                **{m: float(s.get(m, np.nan)) for m in METRICS},
+                "train_s": t_train,
+                "predict_s": t_pred,
+                "n_genes": len(model.genes),
+                "n_spots": int(s["n_footprints"]),
+            }
+        )
+        print(
+            f"[{test}] {method}: PCC@M {rows[-1]['PCC@M']:.3f}, MSE {rows[-1]['MSE']:.3f}, "
+            f"train {t_train:.0f} s, predict {t_pred:.1f} s",
+            flush=True,
+        )
+    return rows
+
+
+def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
+    cols = ["test", "method", *METRICS, "train_s", "predict_s"]
+    fmt = df[cols].copy()
+    fmt = fmt.rename(columns={"ARI_pred_vs_truth": "ARI", "train_s": "train (s)", "predict_s": "predict (s)"})
+    mean = df.groupby("method", sort=False)[[*METRICS, "train_s", "predict_s"]].mean().reset_index()
+    mean.insert(0, "test", "mean")
+    mean = mean.rename(
+        columns={"ARI_pred_vs_truth": "ARI", "train_s": "train (s)", "predict_s": "predict (s)"}
+    )
+    table = pd.concat([fmt, mean], ignore_index=True)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for _, r in table.iterrows():
+        cells = [
+            str(v)
+            if isinstance(v, str)
+            else (f"{v:.0f}" if c in ("train (s)", "predict (s)") else f"{v:.3f}")
+            for c, v in r.items()
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    weights = args.encoder_weights or "none (random init, same seed for every method)"
+    head = (
+        f"HER2ST leave-one-section-out, sections {', '.join(args.sections)}; encoder {args.encoder}, "
+        f"pretrained weights: {weights}; {args.genes} genes chosen on the training sections; "
+        f"PixNet and SpotRegressor {args.epochs} × {args.steps} steps; seed {args.seed}; "
+        f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
+    )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/data/her2st", help="folder with the HER2ST sections")
+    ap.add_argument("--sections", default=",".join(stp.datasets.HER2ST_SECTIONS))
+    ap.add_argument("--encoder", default="resnet18", help="timm encoder name (same for all methods)")
+    ap.add_argument("--encoder-weights", default=None, help="local pretrained encoder weights file")
+    ap.add_argument("--genes", type=int, default=250)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
+    ap.add_argument("--out", default="benchmarks/results/her2st.md")
+    args = ap.parse_args()
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if len(args.sections) < 2:
+        ap.error("Leave-one-out needs at least two sections.")
+    t0 = time.perf_counter()
+    sections = {
+        s: stp.datasets.her2st(s, data_dir=args.data_dir, downsample=args.downsample) for s in args.sections
+    }
+    rows = []
+    for test in args.sections:
+        rows += run_fold(sections, test, args)
+    df = pd.DataFrame(rows)
+    md = to_markdown(df, args, time.perf_counter() - t0)
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    df.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"Wrote {out} and {out.with_suffix('.csv')}.")
+
+
+if __name__ == "__main__":
+    main()
