@@ -32,6 +32,8 @@ METRICS = ["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE", "SSIM", "ARI_pred_vs_truth"]
 def recipe(args) -> dict[str, dict]:
     """The fixed training recipe per method (the `cpu` presets; same steps for the two trained networks)."""
     enc = {"encoder": args.encoder, "encoder_weights": args.encoder_weights}
+    if args.train_mpp is not None:  # default: the presets' 2 µm/px
+        enc["train_mpp"] = args.train_mpp
     steps = {"max_epochs": args.epochs, "steps_per_epoch": args.steps}
     return {
         "PixNet": {"model": "pixnet", **enc, **steps},  # 4 tiles of 192 px (384 µm) at 2 µm/px per step
@@ -101,7 +103,7 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
     weights = args.encoder_weights or "none (random init, same seed for every method)"
     head = (
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)}; encoder {args.encoder}, "
-        f"pretrained weights: {weights}; {args.genes} genes chosen on the training sections; "
+        f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px; {args.genes} genes chosen on the training sections; "
         f"PixNet and SpotRegressor {args.epochs} × {args.steps} steps; seed {args.seed}; "
         f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
     )
@@ -118,6 +120,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-mpp", type=float, default=None, help="µm/px the models see (default: preset, 2)")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
     ap.add_argument("--out", default="benchmarks/results/her2st.md")
     args = ap.parse_args()

@@ -94,15 +94,27 @@ def test_spot_regressor_save_load_and_generic_load(tmp_path, slide, spot):
         PixNet.load(path)
 
 
-def test_same_encoder_initialisation_across_models(slide):
-    kw = {"preset": "cpu", "n_top_genes": 5, "max_epochs": 0, **QUICK}
-    pix = stp.tl.train(slide, tables="st_spots", **kw)
-    spot = stp.tl.train(slide, tables="st_spots", model="spot_regressor", **kw)
-    probe = stp.tl.train(slide, tables="st_spots", model="linear_probe", n_top_genes=5, preset="cpu", **QUICK)
+@pytest.mark.parametrize("local_weights", [False, True])
+def test_same_encoder_initialisation_across_models(tmp_path, slide, local_weights):
+    """Same seed (random init) or the same local weights file: the three models start from one encoder."""
+    import timm
+
+    extra = {}
+    if local_weights:
+        torch.manual_seed(123)
+        ref_model = timm.create_model("resnet18", pretrained=False)
+        torch.save(ref_model.state_dict(), tmp_path / "resnet18.pth")
+        extra = {"encoder_weights": tmp_path / "resnet18.pth"}
+    kw = {"preset": "cpu", "n_top_genes": 5, **QUICK, **extra}
+    pix = stp.tl.train(slide, tables="st_spots", max_epochs=0, **kw)
+    spot = stp.tl.train(slide, tables="st_spots", model="spot_regressor", max_epochs=0, **kw)
+    probe = stp.tl.train(slide, tables="st_spots", model="linear_probe", **kw)
     ref = pix.module.encoder.state_dict()
     for other in (spot.module.encoder.state_dict(), probe.module.encoder.state_dict()):
         assert ref.keys() == other.keys()
         assert all(torch.equal(ref[k], other[k]) for k in ref)
+    if local_weights:
+        torch.testing.assert_close(pix.module.encoder.body.conv1.weight, ref_model.conv1.weight)
     assert spot.train_mpp == probe.train_mpp == pix.train_mpp == 2.0
     assert spot.training_params["batch_size"] == 32
 
@@ -147,6 +159,11 @@ def test_probe_fits_and_predicts_densely(slide, probe):
     assert p["n_features"] == 64 + 64 + 128 + 256 + 512  # every resnet18 level
     pred = probe.predict_footprints(slide, table="visium_spots")
     assert np.mean((pred - y) ** 2) < np.mean((y - y.mean(0)) ** 2)
+    # regression: near-constant (dead) training features once got huge weights, so predictions from tiles
+    # other than the training ones exploded (MSE > 100); now every tiling stays near the fit
+    for tile in (128, 192, 512):
+        p = probe.predict_footprints(slide, table="visium_spots", tile=tile)
+        assert np.mean((p - y) ** 2) < np.mean((y - y.mean(0)) ** 2)
     names = stp.tl.predict_dense(
         slide, probe, bins_um=(16,), shapes=["synthetic_visium_spots"], progress=False
     )

@@ -593,7 +593,9 @@ class LinearProbe(DenseModel):
 
     Features are the encoder's pyramid levels upsampled to the pixel grid at ``train_mpp`` and
     averaged over each footprint; a ridge regression (standardised features, ``alpha`` chosen by
-    cross-validation across training sections) maps them to genes. Since both steps are linear the
+    cross-validation across training sections) maps them to genes. Features whose SD over the
+    training footprints is below 10% of the median feature SD are scaled by that floor instead, so
+    near-constant (dead) features cannot get large weights. Since both steps are linear the
     probe is also a dense model: :meth:`predict` and :func:`stpredict.tl.predict_dense` give the map
     whose footprint means are the probe's predictions.
 
@@ -769,7 +771,11 @@ class LinearProbe(DenseModel):
         X = np.vstack([data[i][0] for i in train_idx])
         Y = np.vstack([data[i][1] for i in train_idx])
         mu, sd = X.mean(0), X.std(0)
-        sd[sd < 1e-8] = 1.0
+        # Near-constant features of the training footprints (dead ReLU channels, common with a random-init
+        # encoder) would get weights of 1/sd after standardisation and explode on any new input: scale
+        # them as if their SD were 10% of the median feature SD.
+        pos = sd[sd > 0]
+        sd = np.maximum(sd, 0.1 * float(np.median(pos)) if pos.size else 1.0)
         Z = (X - mu) / sd
         groups = np.concatenate([np.full(len(data[i][0]), i) for i in train_idx])
         alphas = np.asarray(self.config["alphas"], float)

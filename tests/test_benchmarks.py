@@ -1,0 +1,65 @@
+"""The benchmark scripts run end to end (tiny settings; the real runs are in benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_cross_scale_script_prints_and_writes_the_table(tmp_path):
+    out = tmp_path / "xs.md"
+    tiny = ["--seeds", "0", "--genes", "6", "--epochs", "1", "--steps", "1", "--width-um", "480"]
+    stdout = _run("cross_scale.py", *tiny, "--height-um", "416", "--max-footprints", "50", "--out", str(out))
+    assert "| 2 µm bins |" in stdout and "PixNet PCC@M" in stdout
+    assert out.read_text() in stdout
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert set(df["method"]) == {"PixNet", "SpotRegressor"} and len(df) == 10
+    assert df["PCC@M"].notna().all()
+
+
+@pytest.mark.her2st
+def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
+    import timm
+    import torch
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
+    out = tmp_path / "h.md"
+    args = ["--data-dir", str(her2st_dir), "--sections", "C2,C3", "--downsample", "8", "--genes", "5"]
+    args += ["--train-mpp", "8"]  # coarse pixels: a smoke test, not a benchmark
+    stdout = _run(
+        "her2st.py",
+        *args,
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--encoder-weights",
+        str(weights),
+        "--out",
+        str(out),
+    )
+    assert f"pretrained weights: {weights}" in stdout
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert list(df["method"].unique()) == ["PixNet", "SpotRegressor", "LinearProbe"]
+    assert sorted(df["test"].unique()) == ["C2", "C3"]
+    assert df[["PCC@M", "MSE", "SSIM", "ARI_pred_vs_truth", "train_s"]].notna().all().all()
+    assert "| mean | PixNet |" in out.read_text()
