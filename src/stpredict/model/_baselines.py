@@ -20,7 +20,7 @@ from ._base import BaseModel, footprint_diameters
 from ._data import default_image_key, in_tiles, load_section, normalize_counts, table_footprints
 from ._model import DenseModel
 from ._module import Encoder
-from ._train import TileSampler, batch_pcc, colour_jitter, pixnet_loss, resolve_device
+from ._train import TileSampler, batch_pcc, colour_jitter, fit_epochs, pixnet_loss, resolve_device
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -292,8 +292,6 @@ class SpotRegressor(BaseModel):
         ``self``, trained; per-epoch metrics are appended to :attr:`history`.
 
         """
-        from tqdm.auto import tqdm
-
         from .._settings import settings
 
         seed = settings.seed if seed is None else int(seed)
@@ -354,58 +352,40 @@ class SpotRegressor(BaseModel):
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
         if self.optimizer_state is not None:
             opt.load_state_dict(self.optimizer_state)
-        best, best_state, bad = np.inf, None, 0
-        start = len(self.history)
-        for epoch in range(max_epochs):
-            net.train()
-            t0 = time.perf_counter()
-            losses, pccs = [], []
-            bar = tqdm(
-                range(steps_per_epoch), desc=f"epoch {start + epoch + 1}", disable=not progress, leave=False
-            )
-            for _ in bar:
-                pick = pool[rng.integers(len(pool), size=batch_size)]
-                crops, ys = [], []
-                for i in np.unique(pick[:, 0]):
-                    idx = pick[pick[:, 0] == i, 1]
-                    crops.append(self._crops(sets[i], idx, rng if augment else None))
-                    ys.append(sets[i]["targets"][idx])
-                x = torch.from_numpy(np.concatenate(crops)).permute(0, 3, 1, 2).contiguous()
-                if augment:
-                    x = colour_jitter(x, gen)
-                pred = net(x.to(dev))
-                loss, parts = pixnet_loss(pred, torch.from_numpy(np.vstack(ys)).to(dev), lam)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                pccs.append(parts["pcc"])
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            rec = {
-                "epoch": start + epoch + 1,
-                "train_loss": float(np.mean(losses)),
-                "train_pcc": float(np.mean(pccs)),
-                "seconds": time.perf_counter() - t0,
-            }
-            if val_idx:
-                P = np.vstack([self._predict_set(sets[i], dev) for i in val_idx])
-                Y = np.vstack([sets[i]["targets"] for i in val_idx])
-                vl, vp = pixnet_loss(torch.from_numpy(P), torch.from_numpy(Y), lam)
-                rec.update({"val_loss": float(vl), "val_mse": vp["mse"], "val_pcc": vp["pcc"]})
-                net.train()
-            self.history.append(rec)
-            self.optimizer_state = opt.state_dict()
-            if val_idx and patience is not None:
-                if rec["val_loss"] < best - 1e-6:
-                    best, bad = rec["val_loss"], 0
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    bad += 1
-                    if bad >= patience:
-                        break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
+
+        def step() -> tuple[float, float]:
+            pick = pool[rng.integers(len(pool), size=batch_size)]
+            crops, ys = [], []
+            for i in np.unique(pick[:, 0]):
+                idx = pick[pick[:, 0] == i, 1]
+                crops.append(self._crops(sets[i], idx, rng if augment else None))
+                ys.append(sets[i]["targets"][idx])
+            x = torch.from_numpy(np.concatenate(crops)).permute(0, 3, 1, 2).contiguous()
+            if augment:
+                x = colour_jitter(x, gen)
+            loss, parts = pixnet_loss(net(x.to(dev)), torch.from_numpy(np.vstack(ys)).to(dev), lam)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return float(loss.detach()), parts["pcc"]
+
+        def validate() -> dict:
+            P = np.vstack([self._predict_set(sets[i], dev) for i in val_idx])
+            Y = np.vstack([sets[i]["targets"] for i in val_idx])
+            vl, vp = pixnet_loss(torch.from_numpy(P), torch.from_numpy(Y), lam)
+            return {"val_loss": float(vl), "val_mse": vp["mse"], "val_pcc": vp["pcc"]}
+
+        fit_epochs(
+            self,
+            net,
+            opt,
+            step,
+            validate if val_idx else None,
+            max_epochs=max_epochs,
+            steps_per_epoch=steps_per_epoch,
+            patience=patience,
+            progress=progress,
+        )
         self.module.cpu()
         return self
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -320,6 +320,69 @@ def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: 
     return aggregate_map(G, A)
 
 
+def fit_epochs(
+    model,
+    net,
+    opt,
+    step: Callable[[], tuple[float, float]],
+    validate: Callable[[], dict] | None,
+    *,
+    max_epochs: int,
+    steps_per_epoch: int,
+    patience: int | None,
+    progress: bool,
+    on_train_start: Callable[[], None] | None = None,
+) -> list[dict]:
+    """The epoch loop every trained model shares: steps, per-epoch record, validation, early stopping.
+
+    ``step()`` runs one optimiser step and returns ``(loss, batch PCC)``; ``validate()`` returns
+    ``{"val_loss", ...}``. Records go to ``model.history``; the optimiser state to
+    ``model.optimizer_state``; with ``patience`` the best validation state is restored at the end.
+    """
+    from tqdm.auto import tqdm
+
+    best, best_state, bad = np.inf, None, 0
+    history = []
+    start_epoch = len(model.history)
+    for epoch in range(max_epochs):
+        net.train()
+        if on_train_start is not None:
+            on_train_start()
+        t0 = time.perf_counter()
+        losses, pccs = [], []
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {start_epoch + epoch + 1}", disable=not progress, leave=False
+        )
+        for _ in bar:
+            loss, pcc = step()
+            losses.append(loss)
+            pccs.append(pcc)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        rec = {
+            "epoch": start_epoch + epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "train_pcc": float(np.mean(pccs)),
+            "seconds": time.perf_counter() - t0,
+        }
+        if validate is not None:
+            rec.update(validate())
+        history.append(rec)
+        model.history.append(rec)
+        model.optimizer_state = opt.state_dict()
+        if validate is not None and patience is not None:
+            if rec["val_loss"] < best - 1e-6:
+                best, bad = rec["val_loss"], 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return history
+
+
 def train_loop(
     model,
     sampler: TileSampler,
@@ -340,8 +403,6 @@ def train_loop(
     optimizer_state: dict | None = None,
 ) -> list[dict]:
     """Train ``model.module`` in place; returns the per-epoch history (also appended to ``model.history``)."""
-    from tqdm.auto import tqdm
-
     net = model.module.to(device)
     frozen = model.freeze_encoder
     params = [p for p in net.parameters() if p.requires_grad]
@@ -350,54 +411,35 @@ def train_loop(
         opt.load_state_dict(optimizer_state)
     cache = FeatureCache(feature_cache_size) if frozen else None
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, bad = np.inf, None, 0
-    history = []
-    start_epoch = len(model.history)
-    for epoch in range(max_epochs):
-        net.train()
-        if frozen:
-            net.encoder.eval()
-        t0 = time.perf_counter()
-        losses, pccs = [], []
-        bar = tqdm(
-            range(steps_per_epoch), desc=f"epoch {start_epoch + epoch + 1}", disable=not progress, leave=False
+
+    def step() -> tuple[float, float]:
+        batch = sampler.sample(batch_size)
+        pred = run_batch(
+            net, batch, device, cache=cache, frozen=frozen, jitter_gen=gen if colour_augment else None
         )
-        for _ in bar:
-            batch = sampler.sample(batch_size)
-            pred = run_batch(
-                net, batch, device, cache=cache, frozen=frozen, jitter_gen=gen if colour_augment else None
-            )
-            loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(device), lam)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            pccs.append(parts["pcc"])
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        rec = {
-            "epoch": start_epoch + epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "train_pcc": float(np.mean(pccs)),
-            "seconds": time.perf_counter() - t0,
-        }
-        if val_batches:
-            rec.update(evaluate_batches(net, val_batches, device, frozen=frozen, lam=lam))
-        history.append(rec)
-        model.history.append(rec)
-        model.optimizer_state = opt.state_dict()
-        if val_batches and patience is not None:
-            if rec["val_loss"] < best - 1e-6:
-                best, bad = rec["val_loss"], 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+        loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(device), lam)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach()), parts["pcc"]
+
+    def validate() -> dict:
+        return evaluate_batches(net, val_batches, device, frozen=frozen, lam=lam)
+
+    history = fit_epochs(
+        model,
+        net,
+        opt,
+        step,
+        validate if val_batches else None,
+        max_epochs=max_epochs,
+        steps_per_epoch=steps_per_epoch,
+        patience=patience,
+        progress=progress,
+        on_train_start=net.encoder.eval if frozen else None,
+    )
     if cache is not None:
         model.feature_cache_stats = {"hits": cache.hits, "misses": cache.misses, "size": len(cache.data)}
-    net.eval()
     return history
 
 
