@@ -111,7 +111,7 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
     n = g["n"].first()
     wide = []
     for scale in order:
-        row = {"footprints (vs truth)": scale, "n": int(n.loc[scale].iloc[0])}
+        row = {"footprints (vs truth)": scale, "n (first seed)": int(n.loc[scale].iloc[0])}
         for method in ("PixNet", "SpotRegressor"):
             for m in ("PCC@S", "PCC@M", "MSE"):
                 mu, sd = agg.loc[(scale, method), (m, "mean")], agg.loc[(scale, method), (m, "std")]
