@@ -15,7 +15,14 @@ from .._utils import full_resolution
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-__all__ = ["aggregate", "aggregate_table", "check_new_names", "shapes_footprints", "store_table"]
+__all__ = [
+    "aggregate",
+    "aggregate_table",
+    "check_new_names",
+    "shapes_footprints",
+    "shapes_table",
+    "store_table",
+]
 
 
 def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> None:
@@ -127,9 +134,6 @@ def aggregate_table(
     channels: Sequence[str] | None = None,
 ):
     """The AnnData of :func:`aggregate`, not yet added to ``sdata``."""
-    import anndata as ad
-    from spatialdata.models import TableModel
-
     from ..model._aggregate import footprint_matrix
 
     img = full_resolution(sdata.images[values]) if values in sdata.images else None
@@ -157,13 +161,29 @@ def aggregate_table(
     elif how != "sum":
         raise ValueError(f"how must be 'mean' or 'sum', got {how!r}.")
     sums[totals == 0] = np.nan
+    return shapes_table(
+        sdata, by, sums, names, {"values": values, "by": by, "how": how, "coverage": coverage}
+    )
+
+
+def shapes_table(sdata: SpatialData, by: str, X: np.ndarray, var_names: Sequence[str], uns: dict):
+    """A table with one row per shape of ``by`` (in its order), linked to it.
+
+    ``X`` as float32, ``obs`` = ``region`` / ``instance_id`` (the shapes index), ``obsm["spatial"]`` =
+    shape centroids in the shapes' own coordinates, ``uns["stpredict"]`` = ``uns``.
+    """
+    import anndata as ad
+    from spatialdata.models import TableModel
+
     shp = sdata.shapes[by]
     obs = pd.DataFrame(
         {C.REGION_KEY: pd.Categorical([by] * len(shp)), C.INSTANCE_KEY: shp.index.to_numpy()},
         index=pd.Index(shp.index.astype(str), name=None),
     )
-    table = ad.AnnData(X=sums.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(names)))
+    table = ad.AnnData(
+        X=np.asarray(X, np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(list(var_names)))
+    )
     cen = shp.geometry.centroid
     table.obsm[C.SPATIAL_KEY] = np.c_[cen.x, cen.y]
-    table.uns[C.UNS_KEY] = {"values": values, "by": by, "how": how, "coverage": coverage}
+    table.uns[C.UNS_KEY] = dict(uns)
     return TableModel.parse(table, region=by, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY)

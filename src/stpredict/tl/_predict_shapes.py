@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from .. import _constants as C
 from .._logging import logger
-from ._aggregate import check_new_names, store_table
+from ._aggregate import check_new_names, shapes_table, store_table
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -67,9 +63,6 @@ def predict_shapes(
     centroids and ``uns["stpredict"]`` = model class, recipe and image.
 
     """
-    import anndata as ad
-    from spatialdata.models import TableModel
-
     from .. import __version__
     from ..model._base import BaseModel
     from ..model._data import default_image_key
@@ -100,21 +93,6 @@ def predict_shapes(
     }
     for s, name in zip(shapes, names, strict=True):
         X = model.predict_shapes(sdata, s, **kw)
-        shp = sdata.shapes[s]
-        obs = pd.DataFrame(
-            {C.REGION_KEY: pd.Categorical([s] * len(shp)), C.INSTANCE_KEY: shp.index.to_numpy()},
-            index=pd.Index(shp.index.astype(str)),
-        )
-        table = ad.AnnData(
-            X=np.asarray(X, np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(model.genes))
-        )
-        cen = shp.geometry.centroid
-        table.obsm[C.SPATIAL_KEY] = np.c_[cen.x, cen.y]
-        table.uns[C.UNS_KEY] = {**params, "shapes": s}
-        store_table(
-            sdata,
-            name,
-            TableModel.parse(table, region=s, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
-        )
+        store_table(sdata, name, shapes_table(sdata, s, X, model.genes, {**params, "shapes": s}))
     logger.info(f"Added {names}.")
     return names
