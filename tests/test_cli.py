@@ -38,7 +38,8 @@ def test_train_and_predict_round_trip_a_zarr(tmp_path):
     stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,)).write(path)
     model_dir = tmp_path / "model"
     argv = ["-q", "train", str(path), "--tables", "st_spots", "--out", str(model_dir), "--preset", "cpu"]
-    assert main([*argv, "--epochs", "1", "--steps", "2", "--n-top-genes", "4"]) == 0
+    with pytest.warns(FutureWarning, match="--method"):  # the old spelling of --model still works
+        assert main([*argv, "--epochs", "1", "--steps", "2", "--n-top-genes", "4", "--method", "pixnet"]) == 0
     argv = ["-q", "predict", str(path), "--model", str(model_dir), "--bins", "16"]
     assert main([*argv, "--shapes", "synthetic_visium_spots"]) == 0
     back = sd.read_zarr(path)
@@ -46,6 +47,10 @@ def test_train_and_predict_round_trip_a_zarr(tmp_path):
     assert back.tables["pixnet_square_016um"].n_vars == 4
     with pytest.raises(ValueError, match="overwrite=True"):
         main(argv)
+    assert main([*argv, "--key-added", "again"]) == 0
+    with pytest.warns(FutureWarning, match="--key-added"):
+        assert main([*argv, "--key", "old"]) == 0
+    assert {"again_square_016um", "old_square_016um"} <= set(sd.read_zarr(path).tables)
 
 
 def test_train_and_predict_a_baseline(tmp_path):
@@ -54,8 +59,7 @@ def test_train_and_predict_a_baseline(tmp_path):
     model_dir = tmp_path / "spot"
     argv = ["-q", "train", str(path), "--tables", "visium_spots", "--out", str(model_dir), "--preset", "cpu"]
     assert (
-        main([*argv, "--method", "spot_regressor", "--epochs", "1", "--steps", "1", "--n-top-genes", "3"])
-        == 0
+        main([*argv, "--model", "spot_regressor", "--epochs", "1", "--steps", "1", "--n-top-genes", "3"]) == 0
     )
     predict = ["-q", "predict", str(path), "--model", str(model_dir)]
     with pytest.raises(SystemExit, match="--shapes"):

@@ -1,15 +1,23 @@
-"""The ``stpredict`` command line."""
+"""The ``stpredict`` command line.
+
+The command handlers import SpatialData (and torch, for ``train``/``predict``/``demo``) when they run,
+so ``stpredict --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from ._settings import settings
+from ._types import ModelName, PresetName
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from spatialdata import SpatialData
 
 
@@ -17,8 +25,7 @@ def summary(sdata: SpatialData) -> str:
     """A short human-readable summary: images with pixel sizes, tables with sizes and counts."""
     import numpy as np
 
-    from ._utils import full_resolution
-    from .pp import get_mpp
+    from ._core import full_resolution, get_mpp
 
     lines = []
     for key, el in sdata.images.items():
@@ -68,7 +75,8 @@ def _demo(args: argparse.Namespace) -> int:
     import spatialdata as sd
 
     from . import datasets, tl
-    from .model import PixNet, normalize_counts
+    from ._core import normalize_counts
+    from .model import PixNet
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +136,10 @@ def _train(args: argparse.Namespace) -> int:
     kwargs = {
         k: v for k, v in (("max_epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None
     }
-    if args.method == "linear_probe" and kwargs:
+    if args.method is not None:
+        warnings.warn("`--method` is deprecated; use `--model`.", FutureWarning, stacklevel=1)
+        args.model = args.method
+    if args.model == "linear_probe" and kwargs:
         raise SystemExit("--epochs/--steps do not apply to the linear probe (one ridge fit).")
     model = tl.train(
         sdatas,
@@ -137,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
         n_top_genes=args.n_top_genes,
         preset=args.preset,
         validation=args.validation,
-        model=args.method,
+        model=args.model,
         **kwargs,
     )
     path = model.save(args.out, overwrite=args.overwrite)
@@ -151,6 +162,9 @@ def _predict(args: argparse.Namespace) -> int:
     from . import tl
     from .model import load
 
+    if args.key is not None:
+        warnings.warn("`--key` is deprecated; use `--key-added`.", FutureWarning, stacklevel=1)
+        args.key_added = args.key_added or args.key
     sdata = sd.read_zarr(args.zarr)
     model = load(args.model)
     if not model.dense:
@@ -161,7 +175,7 @@ def _predict(args: argparse.Namespace) -> int:
             model,
             shapes=args.shapes,
             image_key=args.image_key,
-            key_added=args.key,
+            key_added=args.key_added,
             overwrite=args.overwrite,
         )
         print(f"wrote to {args.zarr}: {', '.join(names)}")
@@ -170,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
         sdata,
         model,
         image_key=args.image_key,
-        key_added=args.key,
+        key_added=args.key_added,
         out_mpp=args.out_mpp,
         bins_um=args.bins,
         shapes=args.shapes,
@@ -216,8 +230,6 @@ def _read_st(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stpredict`` command."""
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="stpredict", description="Dense spatial gene expression from H&E.")
     parser.add_argument("--version", action="version", version=f"stpredict {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -246,13 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--image-key")
-    p.add_argument("--preset", default="auto", choices=["auto", "cpu", "paper"])
+    p.add_argument("--preset", default="auto", choices=get_args(PresetName))
     p.add_argument(
-        "--method",
+        "--model",
         default="pixnet",
-        choices=["pixnet", "spot_regressor", "linear_probe"],
-        help="PixNet (default) or a baseline",
+        choices=get_args(ModelName),
+        help="which model to train: PixNet (default) or a baseline (as tl.train's model=)",
     )
+    p.add_argument("--method", choices=get_args(ModelName), help=argparse.SUPPRESS)  # deprecated: --model
     p.add_argument("--n-top-genes", type=int, default=250)
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps", type=int, help="steps per epoch")
@@ -266,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("zarr")
     p.add_argument("--model", required=True, help="model folder written by `stpredict train`")
     p.add_argument("--image-key")
-    p.add_argument("--key", help="prefix of the written elements (default: the model's, e.g. pixnet)")
+    p.add_argument(
+        "--key-added",
+        help="stem of the names of the written elements (default: the model's key, e.g. pixnet)",
+    )
+    p.add_argument("--key", help=argparse.SUPPRESS)  # deprecated spelling of --key-added
     p.add_argument("--out-mpp", type=float, default=2.0)
     p.add_argument("--bins", type=int, nargs="*", default=[2, 8, 16])
     p.add_argument("--shapes", nargs="*", default=[])
@@ -297,8 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stpredict`` command."""
     args = build_parser().parse_args(argv)
-    from ._settings import settings
-
     if args.quiet:
         settings.verbosity = 1
         settings.progress_bar = False

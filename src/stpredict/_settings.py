@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._logging import set_verbosity
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["settings"]
 
@@ -38,6 +43,7 @@ class StpredictSettings:
         Default random seed for synthetic data, tile sampling and training.
     n_jobs
         Number of CPU threads torch uses for training and prediction (``None`` leaves torch's default).
+        Applied to torch as soon as it is set, and when stpredict first imports torch.
 
     """
 
@@ -106,6 +112,32 @@ class StpredictSettings:
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"n_jobs must be a positive int or None, got {value!r}.")
         self._n_jobs = value
+        self._apply_n_jobs()
+
+    def _apply_n_jobs(self) -> None:
+        """Give torch :attr:`n_jobs` threads, if torch is loaded (stpredict's torch layers call this on import)."""
+        if self._n_jobs is not None and "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            if torch.get_num_threads() != self._n_jobs:
+                torch.set_num_threads(self._n_jobs)
+
+    def resolve_device(self, device: str | None = None) -> torch.device:
+        """The torch device for ``device`` (default :attr:`device`).
+
+        ``"auto"`` means CUDA when available, then Apple MPS, then the CPU. Imports torch.
+        """
+        import torch
+
+        device = self._device if device is None else device
+        if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES} (optionally 'cuda:N'); got {device!r}.")
+        if device == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        return torch.device(device)
 
     def __repr__(self) -> str:
         fields = ("verbosity", "device", "progress_bar", "datasetdir", "seed", "n_jobs")

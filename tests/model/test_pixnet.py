@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import stpredict as stp
-from stpredict.model import PixNet, normalize_counts
+from stpredict._core import normalize_counts
+from stpredict.model import PixNet
 
 SMALL = {"encoder": "resnet18", "decoder_channels": 16, "train_mpp": 2.0, "tile_size": 128}
 FIT = {"max_epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "progress": False, "seed": 0}
@@ -194,14 +195,14 @@ def test_tl_train_on_her2st_short_cpu_run(tmp_path, her2st_dir):
 
 
 def test_progress_bar_and_device(slide, capsys):
-    from stpredict.model._train import resolve_device
-
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    assert resolve_device("cpu").type == "cpu"
+    resolve = stp.settings.resolve_device
+    assert resolve("auto").type in ("cpu", "cuda", "mps")
+    assert resolve("cpu").type == "cpu" and resolve().type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="device"):
+        resolve("tpu")
     old = (stp.settings.n_jobs, torch.get_num_threads())
     try:
-        stp.settings.n_jobs = 1
-        resolve_device("cpu")
+        stp.settings.n_jobs = 1  # settings own the thread count: applied to torch at once
         assert torch.get_num_threads() == 1
     finally:
         stp.settings.n_jobs = old[0]
@@ -217,3 +218,15 @@ def test_fractional_coverage_and_softplus_training(slide):
     model.train(slide, tables="st_spots", n_top_genes=3, coverage="fraction", **FIT)
     pred = model.predict_footprints(slide, table="st_spots", coverage="fraction")
     assert np.isfinite(pred).all() and (pred > 0).all()
+
+
+def test_deprecated_tiling_arguments_and_instance_arguments(slide, trained):
+    with pytest.warns(FutureWarning, match="chunk_size"):
+        a = trained.predict_footprints(slide, table="st_spots", tile=128)
+    np.testing.assert_array_equal(a, trained.predict_footprints(slide, table="st_spots", chunk_size=128))
+    with pytest.warns(FutureWarning, match="overlap"):
+        trained.predict_footprints(slide, table="st_spots", overlap=0.25)
+    with pytest.raises(TypeError, match="architecture arguments of PixNet"):
+        stp.tl.train(slide, tables="st_spots", model=trained, decoder_channels=4)
+    with pytest.raises(TypeError, match="does not take"):
+        stp.tl.train(slide, tables="st_spots", model=trained, epochs=4)

@@ -67,9 +67,8 @@ def test_her2st_tiles_over_spots_score_higher_than_glass(her2st_dir):
 
 
 def test_training_and_predict_dense_use_the_selected_tiles():
+    from stpredict._core import table_footprints, tiles_cover
     from stpredict.model import LinearProbe, PixNet
-    from stpredict.model._data import in_tiles, table_footprints
-    from stpredict.tl._predict_dense import tiles_mask
 
     s = stp.datasets.synthetic(
         width_um=640, height_um=512, n_genes=8, seed=3, bins_um=(16,), visium_spots=False
@@ -77,7 +76,7 @@ def test_training_and_predict_dense_use_the_selected_tiles():
     stp.pp.select_tiles(s, tile_um=64, key_added="tiles")  # Shannon, ISG's mean + 1 SD
     key = "synthetic_full_image"
     fp, _ = table_footprints(s, "square_016um", key)
-    inside = in_tiles(s, "tiles", key, fp)
+    inside = tiles_cover(s, "tiles", key)(fp.centres[:, 0], fp.centres[:, 1])
     boxes = s["tiles"].geometry.bounds.to_numpy()
     x, y = fp.centres[:, 0, None], fp.centres[:, 1, None]
     brute = ((x > boxes[:, 0]) & (x < boxes[:, 2]) & (y > boxes[:, 1]) & (y < boxes[:, 3])).any(1)
@@ -98,7 +97,7 @@ def test_training_and_predict_dense_use_the_selected_tiles():
     # prediction skips blocks without a selected tile; bins only inside tiles
     stp.tl.predict_dense(s, model, out_mpp=4.0, bins_um=(16,), tiles="tiles", chunk_size=32, progress=False)
     dense = s["pixnet_dense"]["scale0"].image.values
-    mask = tiles_mask(s, "tiles", key, dense.shape[1:])
+    mask = stp.pp.tiles_mask(s, "tiles", key, dense.shape[1:])
     blocks_off = blocks_on = 0
     for by in range(0, dense.shape[1], 32):
         for bx in range(0, dense.shape[2], 32):

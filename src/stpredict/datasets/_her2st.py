@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from spatialdata import SpatialData
+
+from .._settings import settings
 from ..io._st import read_st
 from ..io._utils import check_files
-
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
 
 __all__ = ["HER2ST_SECTIONS", "her2st", "her2st_dir"]
 
@@ -24,9 +24,13 @@ def her2st_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
     Resolution order: ``data_dir``; the ``STPREDICT_HER2ST_DIR`` environment variable;
     ``settings.datasetdir / "her2st"``.
-    """
-    from .._settings import settings
 
+    Parameters
+    ----------
+    data_dir
+        An explicit folder (returned as is).
+
+    """
     if data_dir is not None:
         return Path(data_dir)
     if os.environ.get(_ENV):

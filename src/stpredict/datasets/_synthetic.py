@@ -18,19 +18,24 @@ The generative model, in the order it runs:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+import anndata as ad
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
+from scipy import sparse
+from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.spatial import cKDTree
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, Labels2DModel, PointsModel, ShapesModel, TableModel
 
 from .. import _constants as C
+from .._core._image import parse_rgb_image
+from .._core._mpp import pixel_and_micron_transforms
 from .._logging import logger
-from ..io._utils import parse_rgb_image, pixel_and_micron_transforms
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from spatialdata import SpatialData
+from .._settings import settings
 
 __all__ = ["synthetic"]
 
@@ -48,16 +53,12 @@ _CELL_SPACING_UM = 13.0
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
     f = gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
 def _sample(field: np.ndarray, step_um: float, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
     """Bilinear sample of a field defined on a grid of ``step_um`` at positions in µm."""
-    from scipy.ndimage import map_coordinates
-
     coords = np.stack([np.ravel(y_um) / step_um, np.ravel(x_um) / step_um])
     return map_coordinates(field, coords, order=1, mode="nearest").reshape(np.shape(y_um))
 
@@ -100,9 +101,6 @@ def _profiles(
 
 
 def _squares(x0: np.ndarray, y0: np.ndarray, side: float):
-    import geopandas as gpd
-    import shapely
-
     return gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side, y0 + side))
 
 
@@ -167,14 +165,6 @@ def synthetic(
     cell types. Shapes are in image pixels (coordinate system ``dataset_id``) and microns.
 
     """
-    import anndata as ad
-    from scipy import sparse
-    from scipy.spatial import cKDTree
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, Labels2DModel, PointsModel, ShapesModel, TableModel
-
-    from .._settings import settings
-
     seed = settings.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     px_per_2um = 2.0 / mpp
@@ -272,8 +262,6 @@ def synthetic(
         nucleus = nuc_rgb[ty] + (nuc_tex[ty] * t)[..., None]
         chunk = np.where((in_tissue & in_nuc)[..., None], nucleus, chunk)
         img[r0:r1] = chunk + 3.0 * t[..., None]
-    from scipy.ndimage import gaussian_filter
-
     img = gaussian_filter(img, sigma=(0.6, 0.6, 0))
     img += rng.normal(0, 2.0, img.shape).astype(np.float32)
     image = np.clip(np.round(img), 0, 255).astype(np.uint8)

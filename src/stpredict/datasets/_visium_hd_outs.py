@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 import pandas as pd
+from anndata import AnnData
+from PIL import Image
+from scipy import sparse
+from spatialdata import SpatialData
 
 from .. import _constants as C
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from anndata import AnnData
-    from spatialdata import SpatialData
+from .._core._image import full_resolution
+from .._core._mpp import get_mpp
 
 __all__ = ["write_visium_hd_outs"]
 
@@ -25,9 +26,6 @@ _IDENTITY_3x3 = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
 def _write_10x_h5(adata: AnnData, path: Path) -> None:
     """Write counts in the Cell Ranger / Space Ranger v3 HDF5 matrix format."""
-    import h5py
-    from scipy import sparse
-
     X = sparse.csr_matrix(adata.X)  # barcodes x genes == features x barcodes stored column-wise
     X.sort_indices()
     n_bins, n_genes = X.shape
@@ -88,11 +86,6 @@ def write_visium_hd_outs(
     The folder path.
 
     """
-    from PIL import Image
-
-    from .._utils import full_resolution
-    from ..pp import get_mpp
-
     path = Path(path)
     if path.exists():
         if not overwrite:
@@ -135,8 +128,6 @@ def write_visium_hd_outs(
             }
         )
     )
-    import h5py
-
     metadata = {
         "hd_layout_json": json.dumps({"file_format": "1.0", "transform": _IDENTITY_3x3}),
         "transform_matrices": {

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+from anndata.utils import make_index_unique
+from scipy import sparse
+from spatialdata import SpatialData
+from spatialdata.models import ShapesModel, TableModel
 
 from .. import _constants as C
+from .._core._image import parse_rgb_image
+from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._logging import logger
-from ..pp._mpp import micron_cs_name
-from ._utils import PathLike, check_files, load_rgb, parse_rgb_image, pixel_and_micron_transforms
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from spatialdata import SpatialData
+from ._utils import PathLike, check_files, load_rgb
 
 __all__ = ["read_st"]
 
@@ -52,8 +53,6 @@ def _read_counts(counts: PathLike | pd.DataFrame, var_names_make_unique: bool) -
                 f"The counts table has {len(dup)} duplicated gene name(s): {_examples(dup)}. Rename them, or pass "
                 "`var_names_make_unique=True` to suffix repeats with '-1', '-2', … as anndata does."
             )
-        from anndata.utils import make_index_unique
-
         df.columns = make_index_unique(pd.Index(df.columns))
     values = df.to_numpy()
     if not np.issubdtype(values.dtype, np.number):
@@ -177,11 +176,6 @@ def read_st(
     :func:`stpredict.pp.get_mpp` works on the image.
 
     """
-    import anndata as ad
-    from scipy import sparse
-    from spatialdata import SpatialData
-    from spatialdata.models import ShapesModel, TableModel
-
     files = {
         name: Path(f)
         for name, f in (("counts", counts), ("spots", spots), ("image", image))

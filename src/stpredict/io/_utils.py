@@ -1,18 +1,17 @@
-"""Helpers shared by the readers: RGB image loading and SpatialData element construction."""
+"""Helpers shared by the readers: file checks and RGB image loading."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from .._logging import logger
-from ..pp._mpp import micron_cs_name
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+__all__ = ["PathLike", "check_files", "load_rgb"]
 
 PathLike = str | os.PathLike
 
@@ -47,8 +46,6 @@ def load_rgb(image: PathLike | np.ndarray, *, downsample: int = 1) -> tuple[np.n
     """
     if not isinstance(downsample, int | np.integer) or downsample < 1:
         raise ValueError(f"downsample must be a positive integer, got {downsample!r}.")
-    from PIL import Image
-
     if isinstance(image, np.ndarray):
         arr = image
         what = "The image array"
@@ -68,8 +65,6 @@ def load_rgb(image: PathLike | np.ndarray, *, downsample: int = 1) -> tuple[np.n
             raise FileNotFoundError(f"Image file not found: {path}.")
         what = f"Image {str(path)!r}"
         if path.suffix.lower() in (".tif", ".tiff", ".btf"):
-            import tifffile
-
             arr = tifffile.imread(path)
             if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
                 arr = np.moveaxis(arr, 0, -1)
@@ -95,59 +90,4 @@ def _not_rgb(what: str, detail: str):
     raise ValueError(
         f"{what} is not an RGB image ({detail}); stpredict expects an RGB H&E image. Convert it first, "
         "e.g. `PIL.Image.open(path).convert('RGB').save(new_path)`."
-    )
-
-
-def default_scale_factors(shape: Sequence[int], smallest: int = 512) -> list[int]:
-    """Factors of 2 until the longest side of the coarsest level is at most ``smallest`` pixels.
-
-    At least one level is always added, so every image stpredict writes is multiscale.
-    """
-    factors: list[int] = [2] if min(shape) >= 2 else []
-    size = max(shape) // 2 if factors else max(shape)
-    while size > smallest and len(factors) < 8:
-        factors.append(2)
-        size //= 2
-    return factors
-
-
-def pixel_and_micron_transforms(pixel_cs: str, *, mpp: float, pixel_scale: float = 1.0) -> dict[str, Any]:
-    """Transformations of an element to its pixel system and the matching micron system.
-
-    Parameters
-    ----------
-    pixel_cs
-        Name of the full-resolution pixel coordinate system.
-    mpp
-        Microns per full-resolution pixel.
-    pixel_scale
-        Size of one of the element's own units in full-resolution pixels (e.g. 4 for an image
-        downsampled 4x).
-
-    """
-    from spatialdata.transformations import Identity, Scale
-
-    to_px = Identity() if pixel_scale == 1 else Scale([pixel_scale, pixel_scale], axes=("x", "y"))
-    to_um = Scale([mpp * pixel_scale, mpp * pixel_scale], axes=("x", "y"))
-    return {pixel_cs: to_px, micron_cs_name(pixel_cs): to_um}
-
-
-def parse_rgb_image(
-    arr: np.ndarray,
-    transformations: dict[str, Any],
-    scale_factors: Sequence[int] | None = None,
-):
-    """An RGB ``(y, x, 3)`` uint8 array as a multiscale ``(c, y, x)`` SpatialData image."""
-    from spatialdata.models import Image2DModel
-
-    data = np.moveaxis(arr, -1, 0)
-    if scale_factors is None:
-        scale_factors = default_scale_factors(data.shape[1:])
-    return Image2DModel.parse(
-        data,
-        dims=("c", "y", "x"),
-        c_coords=["r", "g", "b"],
-        scale_factors=list(scale_factors) or None,
-        transformations=transformations,
-        chunks=(3, 2048, 2048),
     )

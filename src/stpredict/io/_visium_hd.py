@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from spatialdata import SpatialData
+from spatialdata_io import visium_hd
 
 from .. import _constants as C
+from .._core._mpp import add_micron_cs, micron_cs_name
 from .._logging import logger
-from ..pp._mpp import add_micron_cs, micron_cs_name
-
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
-
-    from ._utils import PathLike
+from ._utils import PathLike
 
 __all__ = ["read_visium_hd"]
 
@@ -67,8 +66,6 @@ def read_visium_hd(
     the ``"{dataset_id}_um"`` coordinate system.
 
     """
-    from spatialdata_io import visium_hd
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"Visium HD folder not found: {path}.")

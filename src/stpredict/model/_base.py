@@ -1,28 +1,58 @@
-"""What every stpredict model shares: genes and recipe, section bookkeeping, checkpoints."""
+"""What every stpredict model shares: genes and recipe, presets, checkpoints, the registry and the one ``train``.
+
+A model class declares, in one place each (scvi-tools' split, kept small):
+
+- its constructor arguments = its *architecture* (stored in the checkpoint and used to rebuild it:
+  ``__init__`` passes ``locals()`` to :meth:`BaseModel.__init__`, no per-class ``_from_config``);
+- ``module_class`` and ``module_args`` (which constructor arguments the ``nn.Module`` takes);
+- ``presets``: :class:`Preset` objects (architecture and training arguments) by name;
+- ``key`` (registry name and default ``key_added``), ``dense`` (whether :func:`stpredict.tl.predict_dense`
+  can run it) and ``default_batch_size``;
+- for trained networks (:class:`~stpredict.model.TrainedModel`), ``train_options`` and
+  ``_training_plan``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from spatialdata import SpatialData
 
+from .._core import Recipe, default_image_key, select_genes
 from .._logging import logger
-from ._data import Recipe, default_image_key, select_genes
+from .._settings import settings
+from .._types import ModelName, PresetName
+from .._version import __version__
 
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
-
-__all__ = ["BaseModel", "load"]
+__all__ = ["BaseModel", "Preset", "architecture", "load", "model_class", "read_config"]
 
 _CONFIG = "config.json"
 _WEIGHTS = "weights.pt"
 _OPTIMIZER = "optimizer.pt"
+
+_BY_NAME: dict[str, type[BaseModel]] = {}
+_BY_FORMAT: dict[str, type[BaseModel]] = {}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe of one model class: constructor (architecture) and ``train`` arguments."""
+
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Architecture and training arguments in one dict (what ``tl.train(**kwargs)`` would take)."""
+        return {**self.architecture, **self.training}
 
 
 def _sha256(path: Path) -> str:
@@ -33,34 +63,109 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def as_list(x) -> list:
+def _as_list(x) -> list:
     return list(x) if isinstance(x, list | tuple) else [x]
 
 
+def _jsonable(v: Any) -> Any:
+    """Constructor arguments as they are stored in ``config.json``."""
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, list | tuple | np.ndarray):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def architecture(init_locals: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture arguments among a constructor's ``locals()`` (all but ``self``, ``genes``, ``target_sum``)."""
+    return {k: v for k, v in init_locals.items() if k not in ("self", "genes", "target_sum", "__class__")}
+
+
+def model_class(name: ModelName | str) -> type[BaseModel]:
+    """The registered model class called ``name`` (``"pixnet"``, ``"spot_regressor"``, ``"linear_probe"``)."""
+    if name not in _BY_NAME:
+        raise ValueError(
+            f"model must be one of {', '.join(map(repr, sorted(_BY_NAME)))} or a model instance; got {name!r}."
+        )
+    return _BY_NAME[name]
+
+
 class BaseModel:
-    """Genes, recipe, ``train_mpp``, training bookkeeping and checkpoints of an stpredict model.
+    """Genes, recipe, architecture, training bookkeeping, presets and checkpoints of an stpredict model."""
 
-    Subclasses set ``_FORMAT`` (checkpoint format name), ``key`` (default prefix of the tables they
-    write), ``dense`` (whether the model predicts a dense map usable by
-    :func:`stpredict.tl.predict_dense`) and implement ``_build`` and ``predict_shapes``.
-    """
+    key: ClassVar[str] = ""
+    dense: ClassVar[bool] = False
+    module_class: ClassVar[type[torch.nn.Module]]
+    module_args: ClassVar[tuple[str, ...]] = ()
+    presets: ClassVar[Mapping[str, Preset]] = {}
+    default_batch_size: ClassVar[int] = 4
+    _FORMAT: ClassVar[str] = ""
+    _FORMAT_VERSION: ClassVar[int] = 1
 
-    _FORMAT = ""
-    _FORMAT_VERSION = 1
-    key = "model"
-    dense = False
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("key"):
+            _BY_NAME[cls.key] = cls
+            _BY_FORMAT[cls._FORMAT] = cls
 
-    config: dict[str, Any]
-    recipe: Recipe | None
-    module: torch.nn.Module | None
-
-    def _init_common(self, genes: Sequence[str] | None, target_sum: float) -> None:
-        self.recipe = Recipe(list(genes), target_sum=target_sum) if genes is not None else None
+    def __init__(
+        self, genes: Sequence[str] | None = None, *, target_sum: float = 1e4, **architecture: Any
+    ) -> None:
+        train_mpp = architecture.get("train_mpp")
+        if train_mpp is not None and not train_mpp > 0:
+            raise ValueError(f"train_mpp must be positive (µm per pixel), got {train_mpp}.")
+        self.config: dict[str, Any] = {k: _jsonable(v) for k, v in architecture.items()}
+        self.recipe: Recipe | None = Recipe(list(genes), target_sum=target_sum) if genes is not None else None
         self._target_sum = float(target_sum)
-        self.module = None
+        self.module: torch.nn.Module | None = None
         self.history: list[dict] = []
         self.training_params: dict[str, Any] = {}
         self.optimizer_state: dict | None = None
+        if self.recipe is not None:
+            self._build()
+
+    # ------------------------------------------------------------------ declarations
+    @classmethod
+    def architecture_args(cls) -> frozenset[str]:
+        """Names of the constructor's architecture arguments."""
+        return frozenset(inspect.signature(cls.__init__).parameters) - {"self", "genes"}
+
+    @classmethod
+    def training_args(cls) -> frozenset[str]:
+        """Names :meth:`train` accepts besides the data (``sdata``, ``tables``, …)."""
+        return frozenset(inspect.signature(cls.train).parameters) - {"self", "sdata", "options"}
+
+    @classmethod
+    def split_kwargs(cls, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split keyword arguments into constructor and :meth:`train` arguments; unknown names are an error."""
+        arch_names, fit_names = cls.architecture_args(), cls.training_args()
+        unknown = sorted(set(kwargs) - arch_names - fit_names)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} does not take {unknown}; its architecture arguments are {sorted(arch_names)} "
+                f"and its training arguments {sorted(fit_names - {'tables', 'image_key', 'validation', 'n_top_genes'})}."
+            )
+        arch = {k: v for k, v in kwargs.items() if k in arch_names}
+        return arch, {k: v for k, v in kwargs.items() if k not in arch_names}
+
+    @classmethod
+    def from_preset(
+        cls, preset: PresetName | str = "auto", genes: Sequence[str] | None = None, **kwargs: Any
+    ) -> tuple[BaseModel, dict[str, Any]]:
+        """A new model built from a preset with ``kwargs`` on top, and the training arguments to use.
+
+        ``"auto"`` is ``"paper"`` when CUDA is available, else ``"cpu"``.
+        """
+        if preset == "auto":
+            preset = "paper" if settings.resolve_device("auto").type == "cuda" else "cpu"
+        if preset not in cls.presets:
+            raise ValueError(f"preset must be 'auto' or one of {sorted(cls.presets)}; got {preset!r}.")
+        arch, fit_kwargs = cls.split_kwargs({**cls.presets[preset].as_kwargs(), **kwargs})
+        model = cls(genes, **arch)
+        logger.info(f"{cls.__name__} preset {preset!r}: {arch}.")
+        return model, fit_kwargs
 
     # ------------------------------------------------------------------ basics
     @property
@@ -73,14 +178,28 @@ class BaseModel:
         """Pixel size (µm) of the images the model sees."""
         return float(self.config["train_mpp"])
 
-    def _build(self, *, load_weights: bool = True) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _module_kwargs(self, load_weights: bool) -> dict[str, Any]:
+        kw = {k: self.config[k] for k in self.module_args}
+        kw["pretrained"] = bool(self.config.get("pretrained")) and load_weights
+        kw["encoder_weights"] = self.config.get("encoder_weights") if load_weights else None
+        return kw
+
+    def _build(self, *, load_weights: bool = True) -> None:
+        """Build :attr:`module` from the architecture (loading pretrained encoder weights unless told not to)."""
+        self.module = self.module_class(len(self.genes), **self._module_kwargs(load_weights))
 
     def _check_trained(self) -> None:
         if self.module is None or self.recipe is None:
             raise RuntimeError(
                 f"The {type(self).__name__} has no genes yet: train it (or pass genes=) before predicting."
             )
+
+    def __repr__(self) -> str:
+        state = f"{len(self.history)} epochs trained" if self.history else "untrained"
+        return (
+            f"{type(self).__name__}(encoder={self.config.get('encoder')!r}, genes={len(self.genes)}, "
+            f"train_mpp={self.config.get('train_mpp')}, {state})"
+        )
 
     def _prepare(
         self,
@@ -89,16 +208,16 @@ class BaseModel:
         image_key: str | Sequence[str] | None,
         validation: int | Sequence[int] | None,
         n_top_genes: int,
-    ) -> tuple[list, list[str], list[str], list[int], list[int]]:
+    ) -> tuple[list[SpatialData], list[str], list[str], list[int], list[int]]:
         """Check the sections and tables, choose genes on the training sections; build the module."""
-        sdatas = as_list(sdata)
-        tables = as_list(tables)
-        keys = as_list(image_key) if image_key is not None else [default_image_key(s) for s in sdatas]
+        sdatas = _as_list(sdata)
+        tables = _as_list(tables)
+        keys = _as_list(image_key) if image_key is not None else [default_image_key(s) for s in sdatas]
         if len(keys) == 1 and len(sdatas) > 1:
             keys = keys * len(sdatas)
         if len(keys) != len(sdatas):
             raise ValueError(f"Got {len(keys)} image keys for {len(sdatas)} sections.")
-        val_idx = [] if validation is None else [int(v) for v in as_list(validation)]
+        val_idx = [] if validation is None else [int(v) for v in _as_list(validation)]
         if any(v < 0 or v >= len(sdatas) for v in val_idx):
             raise ValueError(f"validation must index the {len(sdatas)} sections, got {val_idx}.")
         train_idx = [i for i in range(len(sdatas)) if i not in val_idx]
@@ -116,23 +235,42 @@ class BaseModel:
             self._build()
         return sdatas, tables, keys, train_idx, val_idx
 
-    # ------------------------------------------------------------------ checkpoints
-    def _arch_for_load(self) -> dict:
-        return dict(self.config)
+    def train(
+        self, sdata: SpatialData | Sequence[SpatialData], **kwargs: Any
+    ) -> BaseModel:  # pragma: no cover
+        raise NotImplementedError
 
+    def predict_footprints(
+        self, sdata: SpatialData, *, table: str, **kwargs: Any
+    ) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict_shapes(
+        self, sdata: SpatialData, shapes: str, **kwargs: Any
+    ) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, save_optimizer: bool = True) -> Path:
         """Save weights, architecture, training parameters, genes, recipe, ``train_mpp`` and version.
 
         Writes ``config.json``, ``weights.pt`` and (for resuming) ``optimizer.pt`` into the folder ``path``;
         a non-empty folder is only replaced with ``overwrite=True``.
 
+        Parameters
+        ----------
+        path
+            The checkpoint folder.
+        overwrite
+            Replace a non-empty folder.
+        save_optimizer
+            Also save the optimiser state, so that :meth:`train` on the loaded model resumes it.
+
         Returns
         -------
         The checkpoint folder, for :meth:`load`.
 
         """
-        from .. import __version__
-
         self._check_trained()
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
@@ -159,22 +297,32 @@ class BaseModel:
         return path
 
     @classmethod
-    def _from_config(cls, genes: list[str], arch: dict, target_sum: float) -> BaseModel:  # pragma: no cover
-        raise NotImplementedError
+    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> BaseModel:
+        """Load a checkpoint written by :meth:`save`, checking its format, integrity and architecture.
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | None = None):
-        """Load a checkpoint written by :meth:`save`, checking its format, integrity and architecture."""
-        from .. import __version__
-        from ._train import resolve_device
+        The model is rebuilt from the stored constructor arguments (without loading pretrained encoder
+        weights: the checkpoint has them) and its weights are loaded.
 
-        config = read_config(path)
+        Parameters
+        ----------
+        path
+            A folder written by :meth:`save`.
+        device
+            Move the network there (default: keep it on the CPU; prediction moves it as needed).
+
+        """
         path = Path(path)
+        config = read_config(path)
+        fmt = config.get("format")
         if cls is BaseModel:
-            return _MODEL_FORMATS()[config.get("format")].load(path, device=device)
-        if config.get("format") != cls._FORMAT:
+            if fmt not in _BY_FORMAT:
+                raise ValueError(
+                    f"{path} is not an stpredict checkpoint (format {fmt!r}; known: {sorted(_BY_FORMAT)})."
+                )
+            return _BY_FORMAT[fmt].load(path, device=device)
+        if fmt != cls._FORMAT:
             raise ValueError(
-                f"{path} is not a {cls.__name__} checkpoint (format {config.get('format')!r}); "
+                f"{path} is not a {cls.__name__} checkpoint (format {fmt!r}); "
                 "load it with `stpredict.model.load`, which picks the right class."
             )
         if config.get("format_version", 0) > cls._FORMAT_VERSION:
@@ -189,10 +337,10 @@ class BaseModel:
                 "Save it again or restore the file."
             )
         arch = dict(config["architecture"])
-        recipe = config["recipe"]
-        model = cls._from_config(recipe["genes"], arch, recipe["target_sum"])
-        model.config = arch
-        model.recipe = Recipe(recipe["genes"], target_sum=recipe["target_sum"], log1p=recipe["log1p"])
+        recipe = Recipe.from_dict(config["recipe"])
+        model = cls(None, target_sum=recipe.target_sum, **arch)
+        model.recipe = recipe
+        model._build(load_weights=False)
         state = torch.load(w_path, map_location="cpu", weights_only=True)
         try:
             model.module.load_state_dict(state, strict=True)
@@ -209,7 +357,7 @@ class BaseModel:
                 f"Checkpoint written by stpredict {config.get('stpredict_version')}; this is {__version__}."
             )
         if device is not None:
-            model.module.to(resolve_device(device))
+            model.module.to(settings.resolve_device(device))
         return model
 
 
@@ -227,29 +375,9 @@ def read_config(path: str | os.PathLike) -> dict:
         raise ValueError(f"{cfg_path} is not valid JSON (truncated or corrupted checkpoint): {exc}") from exc
 
 
-def _MODEL_FORMATS() -> dict[str, type]:
-    from ._baselines import LinearProbe, SpotRegressor
-    from ._model import PixNet
-
-    return {c._FORMAT: c for c in (PixNet, SpotRegressor, LinearProbe)}
-
-
-def load(path: str | os.PathLike, *, device: str | None = None):
+def load(path: str | os.PathLike, *, device: str | None = None) -> BaseModel:
     """Load any stpredict checkpoint (:class:`PixNet`, :class:`SpotRegressor`, :class:`LinearProbe`).
 
     The class is read from the checkpoint's ``config.json``.
     """
-    config = read_config(path)
-    formats = _MODEL_FORMATS()
-    fmt = config.get("format")
-    if fmt not in formats:
-        raise ValueError(f"{path} is not an stpredict checkpoint (format {fmt!r}; known: {sorted(formats)}).")
-    return formats[fmt].load(path, device=device)
-
-
-def footprint_diameters(fp) -> np.ndarray:
-    """Diameter of disks, or the larger side of the bounding box of polygons, in the footprints' pixels."""
-    if fp.is_disk:
-        return 2 * fp.radii
-    b = fp.bounds()
-    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    return BaseModel.load(path, device=device)

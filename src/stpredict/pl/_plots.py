@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from spatialdata import SpatialData
 
 from .. import _constants as C
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-    from spatialdata import SpatialData
+from .. import _docs
+from .._core import (
+    default_image_key,
+    full_resolution,
+    get_mpp,
+    match_rows,
+    normalize_counts,
+    recipe_from_table,
+    summarize_pcc,
+)
+from ..pp._tissue import tissue_mask
 
 __all__ = ["compare", "expression_map", "gene_scores"]
 
 
 def _finish(fig, ax, show: bool | None, return_fig: bool):
-    import matplotlib.pyplot as plt
-
     if return_fig:
         return fig
     if show is None:
@@ -43,6 +50,7 @@ def _scale_bar(ax, length_um: float | None, extent: tuple[float, float, float, f
     ax.text(xs, yb - 0.02 * (y1 - y0), f"{length_um:g} µm", va="bottom", ha="left", fontsize=8)
 
 
+@_docs.doc_params(key=_docs.key_read, image_key=_docs.image_key, show=_docs.show)
 def expression_map(
     sdata: SpatialData,
     gene: str,
@@ -69,10 +77,8 @@ def expression_map(
         SpatialData with a dense map written by :func:`stpredict.tl.predict_dense`.
     gene
         Gene (channel) to draw.
-    key
-        The ``key_added`` of the prediction: the map is ``images[f"{key}_dense"]``.
-    image_key
-        The H&E (default: the largest RGB image).
+    {key}
+    {image_key}
     alpha
         Opacity of the map over the H&E.
     cmap
@@ -80,28 +86,18 @@ def expression_map(
     crop
         ``(x0, y0, x1, y1)`` in µm from the image's top-left corner (default: the whole image).
     mask_background
-        Hide the map outside the tissue mask (:func:`stpredict.tl.tissue_mask`).
+        Hide the map outside the tissue mask (:func:`stpredict.pp.tissue_mask`).
     scale_bar_um
         Scale bar length in µm (default: a round length of about a fifth of the width).
     ax
         Axes to draw into (default: a new figure).
-    show
-        Show the figure (default: when the backend is interactive).
-    return_fig
-        Return the figure instead of the axes.
+    {show}
 
     Returns
     -------
     The axes (or the figure with ``return_fig=True``; ``None`` when shown).
 
     """
-    import matplotlib.pyplot as plt
-
-    from .._utils import full_resolution
-    from ..model._data import default_image_key
-    from ..pp import get_mpp
-    from ..tl._predict_dense import tissue_mask
-
     dense_key = f"{key}_dense"
     if dense_key not in sdata.images:
         raise KeyError(
@@ -198,16 +194,11 @@ def compare(
     The two axes (or the figure).
 
     """
-    import matplotlib.pyplot as plt
-
-    from ..model._data import normalize_counts
-    from ..tl._evaluate import _join, _recipe
-
     pt, tt = sdata.tables[pred], sdata.tables[truth]
-    recipe = _recipe(pt, model)
+    recipe = recipe_from_table(pt, model)
     if gene not in recipe.genes:
         raise KeyError(f"Gene {gene!r} is not predicted by the model.")
-    pi, ti = _join(pt, tt, pred, truth)
+    pi, ti = match_rows(pt, tt, pred, truth)
     p = np.asarray(pt[:, gene].X).ravel()[pi]
     t = normalize_counts(tt, recipe, layer=layer)[ti, recipe.genes.index(gene)]
     xy = np.asarray(tt.obsm[C.SPATIAL_KEY])[ti]
@@ -253,10 +244,6 @@ def gene_scores(
     The axes (or the figure).
 
     """
-    import matplotlib.pyplot as plt
-
-    from ..tl._evaluate import summarize_pcc
-
     per_gene = result[0] if isinstance(result, tuple) else result
     sections = list(dict.fromkeys(per_gene["section"]))
     section = section or ("pooled" if "pooled" in sections else sections[0])

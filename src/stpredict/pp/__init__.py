@@ -1,6 +1,16 @@
-"""Preprocessing: pixel sizes, micron coordinate systems, tile selection."""
+"""Preprocessing: pixel sizes, micron coordinate systems, tissue masks and tile selection (no torch)."""
 
-from ._mpp import get_mpp, is_micron_cs, micron_cs_name, set_mpp
+from .._core._mpp import get_mpp, is_micron_cs, micron_cs_name, set_mpp
 from ._tiles import select_tiles, shannon_bits
+from ._tissue import tiles_mask, tissue_mask
 
-__all__ = ["get_mpp", "is_micron_cs", "micron_cs_name", "select_tiles", "set_mpp", "shannon_bits"]
+__all__ = [
+    "get_mpp",
+    "is_micron_cs",
+    "micron_cs_name",
+    "select_tiles",
+    "set_mpp",
+    "shannon_bits",
+    "tiles_mask",
+    "tissue_mask",
+]

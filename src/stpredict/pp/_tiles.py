@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
 
+import anndata as ad
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
+from PIL import Image
+from skimage.filters import threshold_otsu
+from spatialdata import SpatialData
+from spatialdata.models import ShapesModel, TableModel
+from spatialdata.transformations import get_transformation
 
 from .. import _constants as C
+from .. import _docs
+from .._core._elements import check_new_names, store_element, store_table
+from .._core._image import default_image_key, full_resolution
+from .._core._mpp import get_mpp
 from .._logging import logger
-
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
+from .._types import TileMethod, check_choice
 
 __all__ = ["select_tiles", "shannon_bits"]
 
@@ -23,20 +32,25 @@ def shannon_bits(tile: np.ndarray) -> int:
     ISG (Sec. 3.1) approximates the Shannon information content of a patch by its Kolmogorov
     complexity, which a lossless compressor bounds from above: blank glass compresses to almost
     nothing, textured tissue does not.
-    """
-    from PIL import Image
 
+    Parameters
+    ----------
+    tile
+        An RGB ``(y, x, 3)`` uint8 tile.
+
+    """
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(tile)).save(buf, format="PNG", optimize=False, compress_level=6)
     return 8 * buf.tell()
 
 
+@_docs.doc_params(sdata=_docs.sdata, image_key=_docs.image_key, overwrite=_docs.overwrite)
 def select_tiles(
     sdata: SpatialData,
     *,
     image_key: str | None = None,
     tile_um: float = 112.0,
-    method: str = "shannon",
+    method: TileMethod = "shannon",
     threshold: float | None = None,
     key_added: str = "tiles",
     overwrite: bool = False,
@@ -45,10 +59,8 @@ def select_tiles(
 
     Parameters
     ----------
-    sdata
-        SpatialData with an RGB H&E image of known pixel size.
-    image_key
-        The H&E (default: the largest RGB image).
+    {sdata}
+    {image_key}
     tile_um
         Tile side in µm; tiles are read at the image's full resolution.
     method
@@ -59,33 +71,19 @@ def select_tiles(
     threshold
         Fixed threshold instead of the data-driven one.
     key_added
-        Name of the shapes element of the selected tiles; the table ``f"{key_added}_scores"``
+        Name of the shapes element of the selected tiles; the table ``f"{{key_added}}_scores"``
         holds their scores.
-    overwrite
-        Replace existing elements of those names.
+    {overwrite}
 
     Returns
     -------
     Names written: ``shapes[key_added]`` (the selected tiles as squares in the image's pixel
-    coordinates and every coordinate system of the image) and ``tables[f"{key_added}_scores"]``
+    coordinates and every coordinate system of the image) and ``tables[f"{{key_added}}_scores"]``
     (linked to them; ``obs["score"]``, ``obs["tile_row"]``, ``obs["tile_col"]``; ``uns["stpredict"]``
     holds the method, threshold, tile size and the score distribution of *all* tiles).
 
     """
-    import anndata as ad
-    import geopandas as gpd
-    import shapely
-    from skimage.filters import threshold_otsu
-    from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import get_transformation
-
-    from .._utils import full_resolution
-    from ..model._data import default_image_key
-    from ..tl._aggregate import check_new_names, store_table
-    from ._mpp import get_mpp
-
-    if method not in ("shannon", "otsu"):
-        raise ValueError(f"method must be 'shannon' or 'otsu', got {method!r}.")
+    check_choice("method", method, TileMethod)
     image_key = image_key or default_image_key(sdata)
     names = [key_added, f"{key_added}_scores"]
     check_new_names(sdata, names, overwrite)
@@ -150,8 +148,7 @@ def select_tiles(
         "score_std": float(flat.std()),
         "units": "bits (PNG-compressed size)" if method == "shannon" else "mean saturation",
     }
-    if sdata.is_backed():
-        sdata.write_element(key_added)
+    store_element(sdata, key_added)
     store_table(
         sdata,
         names[1],

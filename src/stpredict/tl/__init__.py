@@ -1,8 +1,9 @@
-"""Tools: SpatialData in, SpatialData out."""
+"""Tools: SpatialData in, SpatialData out (``train``, ``predict_dense`` and ``predict_shapes`` load torch)."""
 
+from ..pp._tissue import tiles_mask, tissue_mask
 from ._aggregate import aggregate
 from ._evaluate import evaluate
-from ._predict_dense import predict_dense, tiles_mask, tissue_mask
+from ._predict_dense import predict_dense
 from ._predict_shapes import predict_shapes
 from ._train import train
 

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
+from skimage.metrics import structural_similarity
+from sklearn.metrics import adjusted_rand_score
+from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._core import match_rows, normalize_counts, pcc_per_gene, recipe_from_table, summarize_pcc
 from .._logging import logger
 
-if TYPE_CHECKING:
-    from anndata import AnnData
-    from spatialdata import SpatialData
-
 __all__ = ["evaluate", "pcc_per_gene", "raster", "ssim_per_gene", "summarize_pcc"]
-
-
-def pcc_per_gene(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each column; NaN where either side is constant."""
-    p = pred - pred.mean(0)
-    t = truth - truth.mean(0)
-    den = np.sqrt((p**2).sum(0) * (t**2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * t).sum(0) / den
-    r[den <= 1e-12] = np.nan
-    return r
-
-
-def summarize_pcc(pcc: np.ndarray) -> dict[str, float]:
-    """PCC@F (first quartile), PCC@S (median) and PCC@M (mean) over genes with a defined PCC."""
-    ok = pcc[np.isfinite(pcc)]
-    if ok.size == 0:
-        return {"PCC@F": np.nan, "PCC@S": np.nan, "PCC@M": np.nan}
-    return {"PCC@F": float(np.quantile(ok, 0.25)), "PCC@S": float(np.median(ok)), "PCC@M": float(ok.mean())}
 
 
 def raster(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -48,8 +30,6 @@ def raster(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray
 
 def ssim_per_gene(pred: np.ndarray, truth: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """SSIM of each gene's image on the footprint lattice (skimage, data range of the truth; NaN if too small)."""
-    from skimage.metrics import structural_similarity
-
     P, T = raster(pred, rows, cols), raster(truth, rows, cols)
     out = np.full(pred.shape[1], np.nan)
     if min(T.shape[1:]) < 7:
@@ -62,9 +42,6 @@ def ssim_per_gene(pred: np.ndarray, truth: np.ndarray, rows: np.ndarray, cols: n
 
 
 def _leiden(X: np.ndarray, resolution: float, seed: int, n_neighbors: int) -> np.ndarray:
-    import anndata as ad
-    import scanpy as sc
-
     a = ad.AnnData(np.asarray(X, dtype=np.float32))
     n_comps = min(30, a.n_obs - 1, a.n_vars - 1)
     if n_comps >= 2:
@@ -77,58 +54,21 @@ def _leiden(X: np.ndarray, resolution: float, seed: int, n_neighbors: int) -> np
     return a.obs["leiden"].to_numpy()
 
 
-def _recipe(pred: AnnData, model) -> Any:
-    from ..model._data import Recipe
-
-    if model is not None:
-        return model.recipe
-    rec = pred.uns.get(C.UNS_KEY, {}).get("recipe")
-    if rec is None:
-        raise ValueError(
-            "The prediction table does not record the normalisation recipe; pass `model=` (the PixNet that made it)."
-        )
-    return Recipe(list(rec["genes"]), target_sum=rec["target_sum"], log1p=rec["log1p"])
-
-
-def _join(pred: AnnData, truth: AnnData, pred_name: str, truth_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of ``pred`` and ``truth`` for the same footprints (same shapes element and instance id)."""
-    pa, ta = pred.uns.get("spatialdata_attrs", {}), truth.uns.get("spatialdata_attrs", {})
-    if pa.get("region") != ta.get("region"):
-        raise ValueError(
-            f"Prediction table {pred_name!r} annotates {pa.get('region')!r} but truth table {truth_name!r} annotates "
-            f"{ta.get('region')!r}: they are not the same footprints. Predict for the truth's shapes, e.g. "
-            f"`tl.predict_dense(sdata, model, shapes=[{ta.get('region')!r}])`, and evaluate that table."
-        )
-    pid = pd.Index(pred.obs[pa["instance_key"]].to_numpy())
-    tid = pd.Index(truth.obs[ta["instance_key"]].to_numpy())
-    common = tid[tid.isin(pid)]
-    if len(common) == 0:
-        raise ValueError(f"No footprint of {truth_name!r} has a prediction in {pred_name!r}.")
-    missing = len(tid) - len(common)
-    if missing:
-        logger.warning(
-            f"{missing} footprint(s) of {truth_name!r} have no prediction in {pred_name!r}; skipped."
-        )
-    return pid.get_indexer(common), tid.get_indexer(common)
-
-
 def _section_data(
     sdata: SpatialData, pred: str, truth: str, model, layer: str | None, domain_key: str | None
 ):
-    from ..model._data import normalize_counts
-
     if pred not in sdata.tables:
         raise KeyError(f"Prediction table {pred!r} not found; tables: {list(sdata.tables)}.")
     if truth not in sdata.tables:
         raise KeyError(f"Truth table {truth!r} not found; tables: {list(sdata.tables)}.")
     pt, tt = sdata.tables[pred], sdata.tables[truth]
-    recipe = _recipe(pt, model)
+    recipe = recipe_from_table(pt, model)
     genes = [g for g in recipe.genes if g in pt.var_names]
     if len(genes) < len(recipe.genes):
         raise ValueError(
             f"Prediction table {pred!r} lacks {len(recipe.genes) - len(genes)} of the model's genes."
         )
-    pi, ti = _join(pt, tt, pred, truth)
+    pi, ti = match_rows(pt, tt, pred, truth)
     P = np.asarray(
         pt[:, genes].X if not hasattr(pt.X, "compute") else pt[:, genes].X.compute(), dtype=np.float64
     )[pi]
@@ -149,8 +89,6 @@ def _section_data(
 def _metrics(
     P, T, lattice, domains, *, ssim: bool, ari: bool, resolution: float, seed: int, n_neighbors: int
 ):
-    from sklearn.metrics import adjusted_rand_score
-
     pcc = pcc_per_gene(P, T)
     err = P - T
     per_gene = {

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from spatialdata import SpatialData
+
+from .. import _docs
+from .._core import check_new_names, default_image_key, get_mpp, shapes_table, store_table
 from .._logging import logger
-from ._aggregate import check_new_names, shapes_table, store_table
-
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
+from .._version import __version__
 
 __all__ = ["predict_shapes"]
 
 
+@_docs.doc_params(
+    image_key=_docs.image_key,
+    key_added=_docs.key_added_prefix,
+    device=_docs.device,
+    overwrite=_docs.overwrite,
+)
 def predict_shapes(
     sdata: SpatialData,
     model: Any,
@@ -28,10 +35,9 @@ def predict_shapes(
     """Predict expression for every shape of one or several shapes elements, with any stpredict model.
 
     :class:`~stpredict.model.PixNet` and :class:`~stpredict.model.LinearProbe` average their dense
-    map over each footprint (computed tile by tile at ``train_mpp``, in memory: for whole slides
-    and Visium HD bins use :func:`stpredict.tl.predict_dense`);
-    :class:`~stpredict.model.SpotRegressor` crops each footprint and predicts it on its own.
-    The tables are laid out like those of :func:`~stpredict.tl.predict_dense`, so
+    map over each footprint (computed at ``train_mpp`` by the dense engine, only in the blocks the
+    shapes touch); :class:`~stpredict.model.SpotRegressor` crops each footprint and predicts it on its
+    own. The tables are laid out like those of :func:`~stpredict.tl.predict_dense`, so
     :func:`~stpredict.tl.evaluate` compares models on the same footprints.
 
     Parameters
@@ -43,30 +49,23 @@ def predict_shapes(
         :class:`~stpredict.model.LinearProbe`.
     shapes
         Shapes element name(s).
-    image_key
-        The H&E (default: the largest RGB image).
-    key_added
-        Prefix of the new tables (default ``model.key``: ``"pixnet"``, ``"spot_regressor"``,
-        ``"linear_probe"``).
+    {image_key}
+    {key_added}
     batch_size
-        Tiles (dense models) or crops (SpotRegressor) per forward pass.
-    device
-        ``"auto"``/``"cpu"``/``"cuda"``/``"mps"``; default :attr:`stpredict.settings.device`.
-    overwrite
-        Replace existing tables of the same names.
+        Crops per forward pass (SpotRegressor). Dense models compute their map block by block and no
+        longer take it (deprecated for them).
+    {device}
+    {overwrite}
 
     Returns
     -------
-    Names of the tables added: ``f"{key_added}_{shapes}"`` for each shapes element, with ``X`` =
+    Names of the tables added: ``f"{{key_added}}_{{shapes}}"`` for each shapes element, with ``X`` =
     predicted expression (shapes × genes, float32; NaN for shapes off the image), ``obs`` linked
     to the shapes (``region``, ``instance_id`` = the shapes index), ``obsm["spatial"]`` = shape
     centroids and ``uns["stpredict"]`` = model class, recipe and image.
 
     """
-    from .. import __version__
-    from ..model._base import BaseModel
-    from ..model._data import default_image_key
-    from ..pp._mpp import get_mpp
+    from ..model import BaseModel  # torch: only when a model is used
 
     if not isinstance(model, BaseModel):
         raise TypeError(f"model must be a trained stpredict model, got {type(model).__name__}.")

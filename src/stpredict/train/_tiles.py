@@ -1,54 +1,24 @@
-"""Tile sampling, the sparse PixNet loss and the training loop."""
+"""PixNet's training plan: tiles sampled around supervised footprints, sparse loss on the dense map."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import sparse
+from tqdm.auto import tqdm
 
-from ._aggregate import aggregate_map, footprint_matrix, to_torch_sparse
+from .._core import footprint_matrix
+from .._types import Coverage
+from ..module import aggregate_map, to_torch_sparse
+from ._augment import augment_array, augment_features, augment_index, colour_jitter
 from ._data import SectionData
+from ._loss import pixnet_loss
 
-__all__ = ["Batch", "TileSampler", "pixnet_loss", "resolve_device"]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA, then Apple MPS, then CPU; also applies :attr:`stpredict.settings.n_jobs` to torch."""
-    from .._settings import settings
-
-    if settings.n_jobs is not None and torch.get_num_threads() != settings.n_jobs:
-        torch.set_num_threads(settings.n_jobs)
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def batch_pcc(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-gene Pearson correlation across the footprints of a batch, ``(M,)``."""
-    p = pred - pred.mean(0, keepdim=True)
-    t = target - target.mean(0, keepdim=True)
-    return (p * t).sum(0) / (p.norm(dim=0) * t.norm(dim=0) + eps)
-
-
-def pixnet_loss(pred: torch.Tensor, target: torch.Tensor, lam: float = 0.5) -> tuple[torch.Tensor, dict]:
-    """``MSE + λ·(1 − mean per-gene PCC)`` over the footprints of a batch (PixNet Eq. 6)."""
-    mse = torch.mean((pred - target) ** 2)
-    if pred.shape[0] >= 2 and lam:
-        pcc = batch_pcc(pred, target).mean()
-        loss = mse + lam * (1 - pcc)
-    else:
-        pcc = torch.zeros((), device=pred.device)
-        loss = mse
-    return loss, {"mse": float(mse.detach()), "pcc": float(pcc.detach())}
+__all__ = ["Batch", "FeatureCache", "TilePlan", "TileSampler", "evaluate_batches", "run_batch"]
 
 
 @dataclass
@@ -60,19 +30,6 @@ class Batch:
     targets: np.ndarray
     keys: list[tuple]
     augment: list[tuple[int, bool]]
-
-
-def _augment_index(t: int, k: int, flip: bool) -> np.ndarray:
-    idx = np.arange(t * t).reshape(t, t)
-    if flip:
-        idx = idx[:, ::-1]
-    return np.rot90(idx, k).ravel()
-
-
-def _augment_array(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    if flip:
-        a = a[:, ::-1]
-    return np.ascontiguousarray(np.rot90(a, k))
 
 
 class TileSampler:
@@ -91,6 +48,10 @@ class TileSampler:
         and their features can be cached).
     max_footprints
         At most this many footprints per table and tile (random subset) to bound the step cost.
+    coverage
+        Footprint membership rule of the aggregation matrices.
+    seed
+        Seed of the sampler's random generator.
 
     """
 
@@ -102,7 +63,7 @@ class TileSampler:
         augment: bool = True,
         snap: bool = False,
         max_footprints: int = 512,
-        coverage: str = "center",
+        coverage: Coverage = "center",
         seed: int = 0,
     ) -> None:
         self.sections = list(sections)
@@ -180,8 +141,8 @@ class TileSampler:
             img = self.tile_image(sec, x0, y0)
             k, flip = (int(self.rng.integers(4)), bool(self.rng.integers(2))) if self.augment else (0, False)
             if k or flip:
-                img = _augment_array(img, k, flip)
-                A = A[:, _augment_index(self.tile, k, flip)]
+                img = augment_array(img, k, flip)
+                A = A[:, augment_index(self.tile, k, flip)]
             images.append(img)
             mats.append(A)
             ys.append(y)
@@ -191,7 +152,7 @@ class TileSampler:
         return Batch(imgs, sparse.block_diag(mats, format="csr"), np.vstack(ys), keys, augs)
 
     def fixed_batches(self, batch_size: int) -> list[Batch]:
-        """Deterministic tiles covering every footprint once (for validation)."""
+        """Deterministic tiles covering every footprint once (for validation and feature extraction)."""
         T = self.tile
         step = max(1, T // 2)
         batches, cur = [], []
@@ -247,14 +208,6 @@ class TileSampler:
         return out
 
 
-def colour_jitter(images: torch.Tensor, gen: torch.Generator, strength: float = 0.05) -> torch.Tensor:
-    """Light H&E colour augmentation: per-tile, per-channel gain and a brightness shift (uint8 in, uint8 out)."""
-    b = images.shape[0]
-    gain = 1 + strength * torch.randn(b, 3, 1, 1, generator=gen)
-    shift = 255 * strength * 0.5 * torch.randn(b, 1, 1, 1, generator=gen)
-    return (images.float() * gain + shift).clamp(0, 255).round().to(torch.uint8)
-
-
 class FeatureCache:
     """LRU cache of frozen-encoder feature pyramids keyed by tile."""
 
@@ -278,15 +231,9 @@ class FeatureCache:
         while len(self.data) > self.size:
             self.data.popitem(last=False)
 
-
-def augment_features(feats: list[torch.Tensor], k: int, flip: bool) -> list[torch.Tensor]:
-    """Apply the tile's flip / rotation to cached feature maps (same convention as the image)."""
-    out = []
-    for f in feats:
-        if flip:
-            f = torch.flip(f, dims=(-1,))
-        out.append(torch.rot90(f, k, dims=(-2, -1)))
-    return out
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "size": len(self.data)}
 
 
 def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: bool, jitter_gen=None):
@@ -320,137 +267,110 @@ def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: 
     return aggregate_map(G, A)
 
 
-def fit_epochs(
-    model,
-    net,
-    opt,
-    step: Callable[[], tuple[float, float]],
-    validate: Callable[[], dict] | None,
-    *,
-    max_epochs: int,
-    steps_per_epoch: int,
-    patience: int | None,
-    progress: bool,
-    on_train_start: Callable[[], None] | None = None,
-) -> list[dict]:
-    """The epoch loop every trained model shares: steps, per-epoch record, validation, early stopping.
-
-    ``step()`` runs one optimiser step and returns ``(loss, batch PCC)``; ``validate()`` returns
-    ``{"val_loss", ...}``. Records go to ``model.history``; the optimiser state to
-    ``model.optimizer_state``; with ``patience`` the best validation state is restored at the end.
-    """
-    from tqdm.auto import tqdm
-
-    best, best_state, bad = np.inf, None, 0
-    history = []
-    start_epoch = len(model.history)
-    for epoch in range(max_epochs):
-        net.train()
-        if on_train_start is not None:
-            on_train_start()
-        t0 = time.perf_counter()
-        losses, pccs = [], []
-        bar = tqdm(
-            range(steps_per_epoch), desc=f"epoch {start_epoch + epoch + 1}", disable=not progress, leave=False
-        )
-        for _ in bar:
-            loss, pcc = step()
-            losses.append(loss)
-            pccs.append(pcc)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        rec = {
-            "epoch": start_epoch + epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "train_pcc": float(np.mean(pccs)),
-            "seconds": time.perf_counter() - t0,
-        }
-        if validate is not None:
-            rec.update(validate())
-        history.append(rec)
-        model.history.append(rec)
-        model.optimizer_state = opt.state_dict()
-        if validate is not None and patience is not None:
-            if rec["val_loss"] < best - 1e-6:
-                best, bad = rec["val_loss"], 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return history
-
-
-def train_loop(
-    model,
-    sampler: TileSampler,
-    val_batches: list[Batch] | None,
-    *,
-    device: torch.device,
-    max_epochs: int,
-    steps_per_epoch: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    lam: float,
-    patience: int | None,
-    colour_augment: bool,
-    progress: bool,
-    feature_cache_size: int,
-    seed: int,
-    optimizer_state: dict | None = None,
-) -> list[dict]:
-    """Train ``model.module`` in place; returns the per-epoch history (also appended to ``model.history``)."""
-    net = model.module.to(device)
-    frozen = model.freeze_encoder
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
-    cache = FeatureCache(feature_cache_size) if frozen else None
-    gen = torch.Generator().manual_seed(seed)
-
-    def step() -> tuple[float, float]:
-        batch = sampler.sample(batch_size)
-        pred = run_batch(
-            net, batch, device, cache=cache, frozen=frozen, jitter_gen=gen if colour_augment else None
-        )
-        loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(device), lam)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach()), parts["pcc"]
-
-    def validate() -> dict:
-        return evaluate_batches(net, val_batches, device, frozen=frozen, lam=lam)
-
-    history = fit_epochs(
-        model,
-        net,
-        opt,
-        step,
-        validate if val_batches else None,
-        max_epochs=max_epochs,
-        steps_per_epoch=steps_per_epoch,
-        patience=patience,
-        progress=progress,
-        on_train_start=net.encoder.eval if frozen else None,
-    )
-    if cache is not None:
-        model.feature_cache_stats = {"hits": cache.hits, "misses": cache.misses, "size": len(cache.data)}
-    return history
-
-
 @torch.no_grad()
-def evaluate_batches(net, batches: list[Batch], device, *, frozen: bool, lam: float) -> dict:
+def evaluate_batches(net, batches: list[Batch], device, *, lam: float, progress: bool = False) -> dict:
     """Loss, MSE and mean per-gene PCC over all footprints of fixed batches."""
     net.eval()
     preds, ys = [], []
-    for b in batches:
+    for b in tqdm(batches, desc="validation", disable=not progress, leave=False):
         preds.append(run_batch(net, b, device, cache=None, frozen=False).cpu())
         ys.append(torch.from_numpy(b.targets))
     p, y = torch.cat(preds), torch.cat(ys)
     loss, parts = pixnet_loss(p, y, lam)
     return {"val_loss": float(loss), "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
+
+
+class TilePlan:
+    """How PixNet learns: tiles around footprints, the dense map aggregated over each footprint.
+
+    Implements the training-plan interface of :func:`stpredict.train.fit`.
+
+    Parameters
+    ----------
+    net
+        A :class:`~stpredict.module.PixNetModule` (or any module with ``encode``/``decode`` and a
+        dense ``forward``).
+    train, val
+        Training and validation sections at the training pixel size.
+    tile_size, batch_size, augment, max_footprints, coverage, seed
+        Sampling (see :class:`TileSampler`); ``batch_size`` tiles per step.
+    frozen
+        The encoder is frozen: snap tiles to a grid and cache their encoder features.
+    feature_cache_size
+        Tiles whose features are cached when ``frozen``.
+    lam
+        Weight of the PCC term of the loss.
+    device
+        Where the network runs.
+    progress
+        Show a progress bar for validation.
+
+    """
+
+    def __init__(
+        self,
+        net,
+        train: Sequence[SectionData],
+        val: Sequence[SectionData],
+        *,
+        tile_size: int,
+        batch_size: int,
+        augment: bool,
+        frozen: bool,
+        max_footprints: int,
+        coverage: Coverage,
+        feature_cache_size: int,
+        lam: float,
+        seed: int,
+        device,
+        progress: bool,
+    ) -> None:
+        self.net = net
+        self.sampler = TileSampler(
+            train,
+            tile_size=tile_size,
+            augment=augment,
+            snap=frozen,
+            max_footprints=max_footprints,
+            coverage=coverage,
+            seed=seed,
+        )
+        self.val_batches = (
+            TileSampler(val, tile_size=tile_size, augment=False, coverage=coverage, seed=seed).fixed_batches(
+                batch_size
+            )
+            if val
+            else []
+        )
+        self.batch_size = batch_size
+        self.frozen = frozen
+        self.cache = FeatureCache(feature_cache_size) if frozen else None
+        self.colour = augment and not frozen
+        self.gen = torch.Generator().manual_seed(seed)
+        self.lam = lam
+        self.device = device
+        self.progress = progress
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_batches)
+
+    def on_epoch_start(self) -> None:
+        if self.frozen:
+            self.net.encoder.eval()
+
+    def training_step(self) -> tuple[torch.Tensor, float]:
+        batch = self.sampler.sample(self.batch_size)
+        pred = run_batch(
+            self.net,
+            batch,
+            self.device,
+            cache=self.cache,
+            frozen=self.frozen,
+            jitter_gen=self.gen if self.colour else None,
+        )
+        loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(self.device), self.lam)
+        return loss, parts["pcc"]
+
+    def validate(self) -> dict[str, float]:
+        return evaluate_batches(self.net, self.val_batches, self.device, lam=self.lam, progress=self.progress)

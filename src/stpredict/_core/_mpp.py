@@ -10,23 +10,36 @@ transformation rather than by convention.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
+from spatialdata import SpatialData
+from spatialdata.transformations import Identity, Scale, Sequence, get_transformation, set_transformation
 
 from .._constants import DEFAULT_PIXEL_CS, MICRON_CS_SUFFIX
 from .._logging import logger
 
-if TYPE_CHECKING:
-    from spatialdata import SpatialData
-
-__all__ = ["add_micron_cs", "get_mpp", "is_micron_cs", "micron_cs_name", "set_mpp"]
+__all__ = [
+    "add_micron_cs",
+    "get_mpp",
+    "is_micron_cs",
+    "micron_cs_name",
+    "pixel_and_micron_transforms",
+    "set_mpp",
+]
 
 _REL_TOL = 1e-3
 
 
 def is_micron_cs(name: str) -> bool:
-    """Whether a coordinate system name marks a micron coordinate system (``"um"`` or ``"*_um"``)."""
+    """Whether a coordinate system name marks a micron coordinate system (``"um"`` or ``"*_um"``).
+
+    Parameters
+    ----------
+    name
+        A coordinate system name.
+
+    """
     return name == MICRON_CS_SUFFIX or name.endswith(f"_{MICRON_CS_SUFFIX}")
 
 
@@ -34,6 +47,12 @@ def micron_cs_name(pixel_cs: str) -> str:
     """Name of the micron coordinate system that belongs to the pixel system ``pixel_cs``.
 
     ``"global"`` maps to ``"um"``; any other name ``"X"`` maps to ``"X_um"``.
+
+    Parameters
+    ----------
+    pixel_cs
+        Name of a pixel coordinate system.
+
     """
     return MICRON_CS_SUFFIX if pixel_cs == DEFAULT_PIXEL_CS else f"{pixel_cs}_{MICRON_CS_SUFFIX}"
 
@@ -97,8 +116,6 @@ def get_mpp(sdata: SpatialData, image_key: str, *, coordinate_system: str | None
         how to set it with :func:`stpredict.pp.set_mpp`.
 
     """
-    from spatialdata.transformations import get_transformation
-
     element = _get_element(sdata, image_key)
     transformations = get_transformation(element, get_all=True)
     if coordinate_system is not None:
@@ -165,8 +182,6 @@ def set_mpp(
     The name of the micron coordinate system (e.g. ``"um"`` or ``"C2_um"``).
 
     """
-    from spatialdata.transformations import get_transformation
-
     if not np.isfinite(mpp) or mpp <= 0:
         raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}.")
     element = _get_element(sdata, image_key)
@@ -213,8 +228,6 @@ def add_micron_cs(sdata: SpatialData, pixel_cs: str, *, unit_um: float, return_c
         Return the number of elements changed instead of the coordinate system name.
 
     """
-    from spatialdata.transformations import Scale, Sequence, get_transformation, set_transformation
-
     um_cs = micron_cs_name(pixel_cs)
     scale = Scale([unit_um, unit_um], axes=("x", "y"))
     n = 0
@@ -224,3 +237,22 @@ def add_micron_cs(sdata: SpatialData, pixel_cs: str, *, unit_um: float, return_c
             set_transformation(el, Sequence([ts[pixel_cs], scale]), to_coordinate_system=um_cs)
             n += 1
     return n if return_count else um_cs
+
+
+def pixel_and_micron_transforms(pixel_cs: str, *, mpp: float, pixel_scale: float = 1.0) -> dict[str, Any]:
+    """Transformations of an element to its pixel system and the matching micron system.
+
+    Parameters
+    ----------
+    pixel_cs
+        Name of the full-resolution pixel coordinate system.
+    mpp
+        Microns per full-resolution pixel.
+    pixel_scale
+        Size of one of the element's own units in full-resolution pixels (e.g. 4 for an image
+        downsampled 4x).
+
+    """
+    to_px = Identity() if pixel_scale == 1 else Scale([pixel_scale, pixel_scale], axes=("x", "y"))
+    to_um = Scale([mpp * pixel_scale, mpp * pixel_scale], axes=("x", "y"))
+    return {pixel_cs: to_px, micron_cs_name(pixel_cs): to_um}

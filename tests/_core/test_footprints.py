@@ -3,9 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
-import torch
 
-from stpredict.model import Footprints, aggregate_map, footprint_matrix, to_torch_sparse
+from stpredict._core import Footprints, covered, footprint_matrix
 
 
 def _brute(fp: Footprints, shape, how="mean", inside_only=True):
@@ -76,18 +75,6 @@ def test_fractional_coverage_approximates_area():
     assert A.sum() == pytest.approx(5.5 * 5.0)
 
 
-def test_torch_aggregation_is_differentiable_and_exact():
-    rng = np.random.default_rng(1)
-    disks, _ = _random_footprints(rng, (12, 12), n=10)
-    A, _kept = footprint_matrix(disks, (12, 12))
-    G = torch.randn(1, 3, 12, 12, requires_grad=True)
-    pred = aggregate_map(G, to_torch_sparse(A))
-    ref = A @ G.detach().numpy()[0].reshape(3, -1).T
-    np.testing.assert_allclose(pred.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
-    pred.sum().backward()
-    assert G.grad is not None and G.grad.abs().sum() > 0
-
-
 def test_bad_arguments():
     fp = Footprints(np.zeros((1, 2)), radii=np.ones(1))
     with pytest.raises(ValueError, match="how"):
@@ -96,3 +83,21 @@ def test_bad_arguments():
         footprint_matrix(fp, (4, 4), coverage="area")
     with pytest.raises(ValueError, match="either"):
         Footprints(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("kind", ["disk", "polygon"])
+def test_covered_matches_brute_force(kind):
+    """The one points-in-shapes check (tiles in training and in predict_dense) against a loop."""
+    rng = np.random.default_rng(3)
+    disks, polys = _random_footprints(rng, (19, 21))
+    fp = disks if kind == "disk" else polys
+    pts = rng.uniform(-5, 25, (3000, 2))
+    if kind == "disk":
+        d2 = ((pts[:, None, :] - fp.centres[None]) ** 2).sum(-1)
+        brute = (d2 <= fp.radii[None] ** 2).any(1)
+    else:
+        brute = np.array([[g.contains(shapely.Point(*p)) for g in fp.geometries] for p in pts]).any(1)
+    inside = covered(fp, pts[:, 0], pts[:, 1])
+    np.testing.assert_array_equal(inside, brute)
+    assert 0 < inside.sum() < len(pts)
+    assert not covered(fp.subset(np.array([], int)), pts[:, 0], pts[:, 1]).any()

@@ -1,0 +1,70 @@
+"""The torch-free core every layer builds on (private; the public names are re-exported by ``pp``/``tl``/``model``).
+
+- :mod:`._mpp`: the pixel-size contract (micron coordinate systems);
+- :mod:`._image`: pyramid levels and the one window reader (:class:`Pyramid`), the default H&E;
+- :mod:`._footprints`: footprints from shapes, the footprint × pixel operator, points-in-shapes;
+- :mod:`._aggregate`: the one sparse aggregation loop over (dask) images;
+- :mod:`._recipe`: gene choice and count normalisation;
+- :mod:`._elements`: element writing (names, overwrite, tables linked to shapes);
+- :mod:`._metrics`: per-gene PCC and PCC@F/S/M.
+"""
+
+from ._aggregate import accumulate_blocks, aggregate_footprints
+from ._elements import check_new_names, match_rows, shapes_table, store_element, store_table
+from ._footprints import (
+    Cover,
+    Footprints,
+    covered,
+    footprint_diameters,
+    footprint_matrix,
+    shapes_footprints,
+    table_footprints,
+    tiles_cover,
+)
+from ._image import (
+    Pyramid,
+    check_rgb,
+    default_image_key,
+    default_scale_factors,
+    full_resolution,
+    parse_rgb_image,
+)
+from ._metrics import pcc_per_gene, summarize_pcc
+from ._mpp import add_micron_cs, get_mpp, is_micron_cs, micron_cs_name, pixel_and_micron_transforms, set_mpp
+from ._recipe import Recipe, normalize_counts, recipe_from_table, select_genes
+
+__all__ = [
+    "Cover",
+    "Footprints",
+    "Pyramid",
+    "Recipe",
+    "accumulate_blocks",
+    "add_micron_cs",
+    "aggregate_footprints",
+    "check_new_names",
+    "check_rgb",
+    "covered",
+    "default_image_key",
+    "default_scale_factors",
+    "footprint_diameters",
+    "footprint_matrix",
+    "full_resolution",
+    "get_mpp",
+    "is_micron_cs",
+    "match_rows",
+    "micron_cs_name",
+    "normalize_counts",
+    "parse_rgb_image",
+    "pcc_per_gene",
+    "pixel_and_micron_transforms",
+    "recipe_from_table",
+    "select_genes",
+    "set_mpp",
+    "shapes_footprints",
+    "shapes_table",
+    "store_element",
+    "store_table",
+    "summarize_pcc",
+    "table_footprints",
+    "tiles_cover",
+]

@@ -1,0 +1,58 @@
+"""The one sparse aggregation loop: an image (NumPy or dask) aggregated over footprints, chunk by chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from scipy import sparse
+
+from .._types import Aggregation, Coverage, check_choice
+from ._footprints import Footprints, footprint_matrix
+
+__all__ = ["accumulate_blocks", "aggregate_footprints"]
+
+
+def accumulate_blocks(values: Any, A: sparse.spmatrix) -> np.ndarray:
+    """``A @ values.reshape(c, -1).T`` for a ``(c, y, x)`` NumPy or dask array, one chunk at a time.
+
+    Only chunks that some row of ``A`` touches are computed, so a lazily computed map (the dense
+    engine's) is only evaluated where there are footprints; memory depends on the chunk size.
+    """
+    arr = (
+        values if isinstance(values, da.Array) else da.from_array(np.asarray(values), chunks=(-1, 1024, 1024))
+    )
+    c, _h, w = arr.shape
+    A = sparse.csc_matrix(A)
+    out = np.zeros((A.shape[0], c), np.float64)
+    ystarts = np.cumsum((0, *arr.chunks[1]))
+    xstarts = np.cumsum((0, *arr.chunks[2]))
+    for bi in range(len(arr.chunks[1])):
+        for bj in range(len(arr.chunks[2])):
+            y0, y1, x0, x1 = ystarts[bi], ystarts[bi + 1], xstarts[bj], xstarts[bj + 1]
+            cols = (np.arange(y0, y1)[:, None] * w + np.arange(x0, x1)[None, :]).ravel()
+            sub = A[:, cols]
+            if sub.nnz == 0:
+                continue
+            block = np.asarray(arr[:, y0:y1, x0:x1].compute(), dtype=np.float64).reshape(c, -1)
+            out += sub @ block.T
+    return out
+
+
+def aggregate_footprints(
+    values: Any, fp: Footprints, *, how: Aggregation = "mean", coverage: Coverage = "center"
+) -> np.ndarray:
+    """Aggregate a ``(c, y, x)`` image over footprints given in its pixel grid: ``(len(fp), c)`` float64.
+
+    Footprints are clipped to the image; a footprint with no pixel on it is NaN.
+    """
+    check_choice("how", how, Aggregation)
+    h, w = values.shape[1:]
+    A, _ = footprint_matrix(fp, (h, w), how="sum", coverage=coverage, require_inside=False)
+    sums = accumulate_blocks(values, A)
+    totals = np.asarray(A.sum(1)).ravel()
+    if how == "mean":
+        sums /= np.maximum(totals, 1e-12)[:, None]
+    sums[totals == 0] = np.nan
+    return sums

@@ -1,0 +1,83 @@
+"""Writing elements: name checks, overwriting, tables linked to shapes, and joining tables by footprint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from spatialdata import SpatialData
+from spatialdata.models import TableModel
+
+from .. import _constants as C
+from .._logging import logger
+
+__all__ = ["check_new_names", "match_rows", "shapes_table", "store_element", "store_table"]
+
+
+def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> None:
+    """Refuse to replace existing elements unless ``overwrite``; with it, remove them (memory and disk)."""
+    existing = [n for n in names if n in sdata]
+    if existing and not overwrite:
+        raise ValueError(
+            f"Element(s) {existing} already exist; pass `overwrite=True` to replace them, or choose another `key_added`."
+        )
+    for n in existing:
+        del sdata[n]
+        if sdata.is_backed() and n in [p.split("/")[-1] for p in sdata.elements_paths_on_disk()]:
+            sdata.delete_element_from_disk(n)
+
+
+def store_element(sdata: SpatialData, name: str) -> None:
+    """Write element ``name`` (already in ``sdata``) to disk when ``sdata`` is backed by zarr."""
+    if sdata.is_backed():
+        sdata.write_element(name)
+
+
+def store_table(sdata: SpatialData, name: str, table: AnnData) -> None:
+    """Add a table linked by its ``uns['spatialdata_attrs']`` and write it when ``sdata`` is backed."""
+    sdata.tables[name] = table
+    store_element(sdata, name)
+
+
+def shapes_table(sdata: SpatialData, by: str, X: np.ndarray, var_names: Sequence[str], uns: dict) -> AnnData:
+    """A table with one row per shape of ``by`` (in its order), linked to it.
+
+    ``X`` as float32, ``obs`` = ``region`` / ``instance_id`` (the shapes index), ``obsm["spatial"]`` =
+    shape centroids in the shapes' own coordinates, ``uns["stpredict"]`` = ``uns``.
+    """
+    shp = sdata.shapes[by]
+    obs = pd.DataFrame(
+        {C.REGION_KEY: pd.Categorical([by] * len(shp)), C.INSTANCE_KEY: shp.index.to_numpy()},
+        index=pd.Index(shp.index.astype(str), name=None),
+    )
+    table = AnnData(X=np.asarray(X, np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(list(var_names))))
+    cen = shp.geometry.centroid
+    table.obsm[C.SPATIAL_KEY] = np.c_[cen.x, cen.y]
+    table.uns[C.UNS_KEY] = dict(uns)
+    return TableModel.parse(table, region=by, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY)
+
+
+def match_rows(
+    pred: AnnData, truth: AnnData, pred_name: str, truth_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of ``pred`` and ``truth`` for the same footprints (same shapes element and instance id)."""
+    pa, ta = pred.uns.get("spatialdata_attrs", {}), truth.uns.get("spatialdata_attrs", {})
+    if pa.get("region") != ta.get("region"):
+        raise ValueError(
+            f"Prediction table {pred_name!r} annotates {pa.get('region')!r} but truth table {truth_name!r} annotates "
+            f"{ta.get('region')!r}: they are not the same footprints. Predict for the truth's shapes, e.g. "
+            f"`tl.predict_dense(sdata, model, shapes=[{ta.get('region')!r}])`, and evaluate that table."
+        )
+    pid = pd.Index(pred.obs[pa["instance_key"]].to_numpy())
+    tid = pd.Index(truth.obs[ta["instance_key"]].to_numpy())
+    common = tid[tid.isin(pid)]
+    if len(common) == 0:
+        raise ValueError(f"No footprint of {truth_name!r} has a prediction in {pred_name!r}.")
+    missing = len(tid) - len(common)
+    if missing:
+        logger.warning(
+            f"{missing} footprint(s) of {truth_name!r} have no prediction in {pred_name!r}; skipped."
+        )
+    return pid.get_indexer(common), tid.get_indexer(common)

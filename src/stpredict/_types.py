@@ -1,0 +1,41 @@
+"""``Literal`` types for every choice stpredict offers, and the one check that validates them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "Aggregation",
+    "Coverage",
+    "ModelName",
+    "OutActivation",
+    "PresetName",
+    "Resample",
+    "TileMethod",
+    "check_choice",
+]
+
+#: How pixels of a footprint are combined: their mean (the map is an expression level) or sum.
+Aggregation = Literal["mean", "sum"]
+#: Footprint membership: a pixel belongs when its centre is inside, or with its covered fraction.
+Coverage = Literal["center", "fraction"]
+#: Tile scoring of :func:`stpredict.pp.select_tiles`.
+TileMethod = Literal["shannon", "otsu"]
+#: Registered model classes (:func:`stpredict.tl.train`'s ``model=``).
+ModelName = Literal["pixnet", "spot_regressor", "linear_probe"]
+#: Training presets; ``"auto"`` picks ``"paper"`` on CUDA, else ``"cpu"``.
+PresetName = Literal["auto", "cpu", "paper"]
+#: Output activation of the PixNet head.
+OutActivation = Literal["identity", "softplus", "relu"]
+#: Resampling filter of the window reader.
+Resample = Literal["box", "bilinear"]
+
+
+def check_choice(name: str, value: Any, choices: Any) -> None:
+    """Raise a :class:`ValueError` naming the argument and its allowed values when ``value`` is not one of them.
+
+    ``choices`` is a ``Literal`` type (or any iterable of allowed values).
+    """
+    allowed = get_args(choices) or tuple(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")

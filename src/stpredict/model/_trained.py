@@ -1,0 +1,192 @@
+"""The one ``train`` of every model trained by gradient steps (PixNet, SpotRegressor)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import torch
+from spatialdata import SpatialData
+
+from .. import _docs
+from .._settings import settings
+from ..train import TrainingPlan, fit
+from ._base import BaseModel
+
+__all__ = ["NoTrainOptions", "TrainedModel", "TrainingRun"]
+
+
+@dataclass
+class NoTrainOptions:
+    """A model without model-specific training arguments."""
+
+
+@dataclass
+class TrainingRun:
+    """What a model's training plan is built from: the sections, their split and the shared arguments."""
+
+    sdatas: list[SpatialData]
+    tables: list[str]
+    image_keys: list[str]
+    train_idx: list[int]
+    val_idx: list[int]
+    tiles: str | None
+    batch_size: int
+    augment: bool
+    lam: float
+    seed: int
+    device: torch.device
+    progress: bool
+    options: Any
+
+    def tiles_for(self, i: int) -> str | None:
+        """The tiles that restrict section ``i``'s footprints: only training sections are restricted."""
+        return self.tiles if i in self.train_idx else None
+
+
+class TrainedModel(BaseModel):
+    """A model trained by gradient steps: one :meth:`train` for every such model.
+
+    Subclasses set ``train_options`` (a dataclass of their own training arguments) and implement
+    ``_training_plan``; the loop itself is :func:`stpredict.train.fit`.
+    """
+
+    #: Dataclass of the model-specific arguments of :meth:`train` (``**options``).
+    train_options: ClassVar[type] = NoTrainOptions
+
+    def _training_plan(self, run: TrainingRun) -> TrainingPlan:  # pragma: no cover - abstract
+        """The plan (:class:`stpredict.train.TrainingPlan`) that trains :attr:`module` on ``run``."""
+        raise NotImplementedError
+
+    @classmethod
+    def training_args(cls) -> frozenset[str]:
+        fields = {f.name for f in dataclasses.fields(cls.train_options)}
+        return super().training_args() | fields
+
+    @_docs.doc_params(
+        sdata=_docs.sdatas,
+        tables=_docs.tables,
+        image_key=_docs.image_keys,
+        validation=_docs.validation,
+        n_top_genes=_docs.n_top_genes,
+        fit=_docs.fit,
+        tiles=_docs.tiles,
+        seed=_docs.seed,
+        device=_docs.device,
+        progress=_docs.progress,
+    )
+    def train(
+        self,
+        sdata: SpatialData | Sequence[SpatialData],
+        *,
+        tables: str | Sequence[str],
+        image_key: str | Sequence[str] | None = None,
+        validation: int | Sequence[int] | None = None,
+        n_top_genes: int = 250,
+        max_epochs: int = 10,
+        steps_per_epoch: int = 50,
+        batch_size: int | None = None,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-4,
+        lam: float = 0.5,
+        patience: int | None = 3,
+        augment: bool = True,
+        tiles: str | None = None,
+        seed: int | None = None,
+        device: str | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> Self:
+        """Train on one or several sections with sparse supervision at measured footprints.
+
+        Continues from where a previous call (or a loaded checkpoint) stopped: epochs are numbered on,
+        and the optimiser state is restored.
+
+        Parameters
+        ----------
+        {sdata}
+        {tables}
+        {image_key}
+        {validation}
+        {n_top_genes}
+        {fit}
+        {tiles}
+        {seed}
+        {device}
+        {progress}
+        **options
+            Model-specific training arguments, the fields of the class's ``train_options``
+            (:class:`PixNet`: ``max_footprints_per_tile``, ``coverage``, ``feature_cache_size``).
+
+        Returns
+        -------
+        ``self``, trained; one record per epoch is appended to :attr:`history`.
+
+        """
+        try:
+            opts = self.train_options(**options)
+        except TypeError:
+            valid = sorted(f.name for f in dataclasses.fields(self.train_options))
+            raise TypeError(
+                f"{type(self).__name__}.train() got unexpected argument(s) {sorted(options)}; "
+                f"its model-specific training arguments are {valid}."
+            ) from None
+        seed = settings.seed if seed is None else int(seed)
+        batch_size = self.default_batch_size if batch_size is None else int(batch_size)
+        torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
+        sdatas, tables, keys, train_idx, val_idx = self._prepare(
+            sdata, tables, image_key, validation, n_top_genes
+        )
+        dev = settings.resolve_device(device)
+        progress = settings.progress_bar if progress is None else bool(progress)
+        plan = self._training_plan(
+            TrainingRun(
+                sdatas,
+                tables,
+                keys,
+                train_idx,
+                val_idx,
+                tiles,
+                batch_size,
+                augment,
+                lam,
+                seed,
+                dev,
+                progress,
+                opts,
+            )
+        )
+        self.training_params = {
+            "tables": tables,
+            "n_sections": len(sdatas),
+            "validation": val_idx,
+            "max_epochs": max_epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "lam": lam,
+            "patience": patience,
+            "augment": augment,
+            "tiles": tiles,
+            "seed": seed,
+            **dataclasses.asdict(opts),
+        }
+        fit(
+            self,
+            plan,
+            device=dev,
+            max_epochs=max_epochs,
+            steps_per_epoch=steps_per_epoch,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            progress=progress,
+        )
+        self._after_fit(plan)
+        return self
+
+    def _after_fit(self, plan: Any) -> None:
+        """Hook after :func:`~stpredict.train.fit` (e.g. keep statistics of the plan)."""

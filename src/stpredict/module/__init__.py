@@ -1,0 +1,29 @@
+"""Networks (``nn.Module`` subclasses) only: tensors in, tensors out (never AnnData or SpatialData). Imports torch.
+
+- :class:`Encoder` (+ :class:`ViTPyramid`): a timm backbone as a feature pyramid;
+- :class:`PixNetModule`: encoder → U-Net-style decoder → 1×1 head → dense map;
+- :class:`SpotRegressorModule`, :class:`LinearProbeModule`: the baselines' networks;
+- :func:`aggregate_map` / :func:`to_torch_sparse`: footprint aggregation of dense maps in torch.
+"""
+
+from .._settings import settings
+from ._aggregate import aggregate_map, to_torch_sparse
+from ._encoder import Encoder, ViTPyramid
+from ._linear_probe import LinearProbeModule
+from ._pixnet import DFFN, DecoderStage, LayerNorm2d, PixNetModule
+from ._spot_regressor import SpotRegressorModule
+
+settings._apply_n_jobs()  # torch is loaded now: give it the configured number of threads
+
+__all__ = [
+    "DFFN",
+    "DecoderStage",
+    "Encoder",
+    "LayerNorm2d",
+    "LinearProbeModule",
+    "PixNetModule",
+    "SpotRegressorModule",
+    "ViTPyramid",
+    "aggregate_map",
+    "to_torch_sparse",
+]

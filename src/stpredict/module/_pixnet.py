@@ -1,0 +1,162 @@
+"""PixNet as a plain ``nn.Module``: image tensor in, dense gene-expression map out.
+
+Notation of the paper (Zhang, Yang & Pan, 2025, Sec. 2): an encoder gives the feature pyramid
+``F_1 … F_L`` (finest to coarsest); the decoder starts from ``D_0 = F_L`` and computes, for each
+finer level, ``D_l = DFFN(Dconv(D_{l-1}) + δ_l · P_l(F_l))``; a 1×1 head maps the last decoder
+feature to ``M`` genes and the result is resized to the output grid (Eq. 3–4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._types import OutActivation, check_choice
+from ._encoder import Encoder, as_encoder
+
+__all__ = ["DFFN", "DecoderStage", "LayerNorm2d", "PixNetModule"]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over channels at each pixel of ``(B, C, H, W)``: local, so tiled inference stays seamless."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class DFFN(nn.Module):
+    """Convolutional two-layer feed-forward block with a residual connection."""
+
+    def __init__(self, channels: int, expansion: int = 2) -> None:
+        super().__init__()
+        hidden = channels * expansion
+        self.norm = LayerNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(self.norm(x))))
+
+
+class DecoderStage(nn.Module):
+    """``D_l = DFFN(Dconv(D_{l-1}) + δ_l · P_l(F_l))``."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, expansion: int = 2) -> None:
+        super().__init__()
+        self.dconv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+        self.proj = (
+            nn.Identity() if skip_channels == out_channels else nn.Conv2d(skip_channels, out_channels, 1)
+        )
+        self.delta = nn.Parameter(torch.ones(()))
+        self.dffn = DFFN(out_channels, expansion)
+
+    def forward(self, d: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.dconv(d)
+        if up.shape[-2:] != skip.shape[-2:]:
+            up = F.interpolate(up, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.dffn(up + self.delta * self.proj(skip))
+
+
+_ACTIVATIONS = {"identity": nn.Identity, "softplus": nn.Softplus, "relu": nn.ReLU}
+
+
+class PixNetModule(nn.Module):
+    """Encoder pyramid → U-Net-style decoder → 1×1 head → resize: a dense map of ``n_genes`` channels.
+
+    Parameters
+    ----------
+    n_genes
+        Number of output channels ``M``.
+    encoder
+        timm model name (default ``"resnet18"``, the paper's choice) or an :class:`Encoder`.
+    decoder_channels
+        Hidden width of the decoder: one int for every level (paper: 512) or one per decoder stage,
+        coarsest first (e.g. ``(128, 64, 32, 32)`` for a light CPU model).
+    expansion
+        Expansion factor of the DFFN hidden layer.
+    out_activation
+        ``"identity"`` (log-normalised targets), ``"softplus"`` or ``"relu"`` (non-negative targets).
+    pretrained, encoder_weights
+        Passed to :class:`Encoder`.
+
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        *,
+        encoder: str | Encoder = "resnet18",
+        decoder_channels: int | Sequence[int] = 512,
+        expansion: int = 2,
+        out_activation: OutActivation = "identity",
+        pretrained: bool = False,
+        encoder_weights: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if n_genes < 1:
+            raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
+        check_choice("out_activation", out_activation, OutActivation)
+        self.encoder = as_encoder(encoder, pretrained=pretrained, weights=encoder_weights)
+        chans = self.encoder.channels
+        n_stages = len(chans) - 1
+        if isinstance(decoder_channels, int):
+            widths = [decoder_channels] * n_stages
+        else:
+            widths = list(decoder_channels)
+            if len(widths) != n_stages:
+                raise ValueError(
+                    f"decoder_channels needs {n_stages} widths (one per decoder stage, coarsest first) for encoder "
+                    f"{self.encoder.name!r} with {len(chans)} levels; got {len(widths)}."
+                )
+        self.bottom = nn.Identity()  # D_0 = F_L
+        stages = []
+        in_ch = chans[-1]
+        for level, width in zip(range(n_stages - 1, -1, -1), widths, strict=True):
+            stages.append(DecoderStage(in_ch, chans[level], width, expansion))
+            in_ch = width
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Conv2d(in_ch, n_genes, 1)
+        self.out_activation = out_activation
+        self.activation = _ACTIVATIONS[out_activation]()
+        self.n_genes = n_genes
+
+    @property
+    def stride(self) -> int:
+        """Coarsest encoder reduction; inputs are padded to a multiple of it."""
+        return self.encoder.stride
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The feature pyramid ``F_1 … F_L`` of RGB images whose sides are stride multiples (finest first)."""
+        return self.encoder(self.encoder.normalize(images))
+
+    def decode(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        """Decode a feature pyramid into ``(B, n_genes, *out_size)``."""
+        d = self.bottom(feats[-1])
+        for stage, skip in zip(self.stages, reversed(feats[:-1]), strict=True):
+            d = stage(d, skip)
+        g = self.head(d)
+        g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
+        return self.activation(g)
+
+    def forward(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Dense map ``(B, n_genes, H, W)`` for RGB images ``(B, 3, H, W)`` (default: the input grid)."""
+        h, w = images.shape[-2:]
+        feats, padded = self.encoder.pyramid(images)
+        g = self.decode(feats, padded)[..., :h, :w]
+        if out_size is not None and tuple(out_size) != (h, w):
+            g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
+        return g
+
+    @torch.no_grad()
+    def init_output(self, mean: np.ndarray) -> None:
+        """Start the 1×1 head at ``mean`` (per gene), so training begins at the mean predictor."""
+        m = torch.from_numpy(np.asarray(mean, np.float32))
+        if self.out_activation == "softplus":
+            m = torch.where(m > 20, m, torch.log(torch.expm1(m.clamp_min(1e-4))))
+        self.head.bias.copy_(m)

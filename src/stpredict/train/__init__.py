@@ -1,0 +1,40 @@
+"""Training: data layer, training plans, the one epoch loop and the ridge fit. Imports torch.
+
+- :func:`load_section` / :class:`SectionData`: a section at the training pixel size;
+- :class:`TilePlan` (PixNet) and :class:`CropPlan` (SpotRegressor): what one training step does;
+- :func:`fit`: the epoch loop every trained model shares (optimiser, validation, early stopping,
+  progress, history, resume);
+- :func:`fit_ridge`: the linear probe's cross-validated ridge (scikit-learn);
+- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss.
+"""
+
+from ._crops import Cropper, CropPlan, CropSet, predict_crops
+from ._data import SectionData, load_section, section_footprints
+from ._loop import TrainingPlan, fit
+from ._loss import batch_pcc, pixnet_loss
+from ._ridge import RidgeFit, fit_ridge, mean_pcc, pixnet_score
+from ._tiles import Batch, FeatureCache, TilePlan, TileSampler, evaluate_batches, run_batch
+
+__all__ = [
+    "Batch",
+    "CropPlan",
+    "CropSet",
+    "Cropper",
+    "FeatureCache",
+    "RidgeFit",
+    "SectionData",
+    "TilePlan",
+    "TileSampler",
+    "TrainingPlan",
+    "batch_pcc",
+    "evaluate_batches",
+    "fit",
+    "fit_ridge",
+    "load_section",
+    "mean_pcc",
+    "pixnet_loss",
+    "pixnet_score",
+    "predict_crops",
+    "run_batch",
+    "section_footprints",
+]

@@ -1,0 +1,117 @@
+"""The one training loop of stpredict: optimiser, epochs, validation, early stopping, progress, history, resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["TrainingPlan", "fit"]
+
+
+class TrainingPlan(Protocol):
+    """What a model hands the loop: its network, one training step and (optionally) a validation pass."""
+
+    net: torch.nn.Module
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether :meth:`validate` has data to score."""
+        ...
+
+    def on_epoch_start(self) -> None:
+        """Called after ``net.train()`` at the start of each epoch (e.g. keep a frozen encoder in eval mode)."""
+        ...
+
+    def training_step(self) -> tuple[torch.Tensor, float]:
+        """Draw a batch and return its loss (with graph) and batch PCC."""
+        ...
+
+    def validate(self) -> dict[str, float]:
+        """``{"val_loss": …, …}`` over the validation data."""
+        ...
+
+
+def fit(
+    model: Any,
+    plan: TrainingPlan,
+    *,
+    device: torch.device,
+    max_epochs: int,
+    steps_per_epoch: int,
+    lr: float,
+    weight_decay: float,
+    patience: int | None,
+    progress: bool,
+) -> list[dict]:
+    """Train ``plan.net`` in place with Adam; the epoch loop every trained stpredict model shares.
+
+    Each epoch runs ``steps_per_epoch`` steps, then validates when the plan has validation data. One
+    record per epoch (``epoch``, ``train_loss``, ``train_pcc``, ``seconds`` and the validation metrics)
+    is appended to ``model.history`` and the optimiser state is kept in ``model.optimizer_state``, so
+    a saved model resumes where it stopped. With ``patience`` (and validation) training stops after
+    that many epochs without a better validation loss and the best weights are restored.
+
+    Returns
+    -------
+    The records of this call.
+
+    """
+    net = plan.net.to(device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if model.optimizer_state is not None:
+        opt.load_state_dict(model.optimizer_state)
+    validate = plan.has_validation
+    best, best_state, bad = np.inf, None, 0
+    history: list[dict] = []
+    start_epoch = len(model.history)
+    try:
+        for epoch in range(max_epochs):
+            net.train()
+            plan.on_epoch_start()
+            t0 = time.perf_counter()
+            losses, pccs = [], []
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"epoch {start_epoch + epoch + 1}",
+                disable=not progress,
+                leave=False,
+            )
+            for _ in bar:
+                loss, pcc = plan.training_step()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                pccs.append(pcc)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            rec = {
+                "epoch": start_epoch + epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "train_pcc": float(np.mean(pccs)) if pccs else float("nan"),
+                "seconds": time.perf_counter() - t0,
+            }
+            if validate:
+                net.eval()
+                rec.update(plan.validate())
+            history.append(rec)
+            model.history.append(rec)
+            model.optimizer_state = opt.state_dict()
+            if validate and patience is not None:
+                if rec["val_loss"] < best - 1e-6:
+                    best, bad = rec["val_loss"], 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    bad += 1
+                    if bad >= patience:
+                        break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+    finally:
+        net.eval()
+        net.cpu()
+    return history
