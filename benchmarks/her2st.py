@@ -131,7 +131,9 @@ def main() -> None:
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if len(args.sections) < 2:
         ap.error("Leave-one-out needs at least two sections.")
-    args.folds = args.sections if args.folds is None else [s.strip() for s in args.folds.split(",") if s.strip()]
+    args.folds = (
+        args.sections if args.folds is None else [s.strip() for s in args.folds.split(",") if s.strip()]
+    )
     if not set(args.folds) <= set(args.sections):
         ap.error(f"--folds {args.folds} must be among --sections {args.sections}.")
     t0 = time.perf_counter()

@@ -107,7 +107,9 @@ how
 chunk_size = """\
 chunk_size
     Side of a block of the map in output pixels (rounded to whole network strides); the network runs
-    on one block plus its context margin at a time, so memory depends on this, not on the slide."""
+    on one block plus its context margin at a time, so memory depends on this, not on the slide.
+    Default: 512 in :func:`stpredict.tl.predict_dense` (the stored map's chunks), 256 for a model's
+    in-memory predictions (the fastest on a CPU)."""
 
 margin = """\
 margin

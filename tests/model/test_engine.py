@@ -114,7 +114,9 @@ def test_coarser_and_finer_output_grids_and_a_finer_image(nets):
     )
     with eng.running("cpu"):
         tiled = eng.compute()
-    seen = Pyramid.from_array(fine).read((0, 0, 406, 362), (181, 203))  # at 2 µm/px; the last half pixel is glass
+    seen = Pyramid.from_array(fine).read(
+        (0, 0, 406, 362), (181, 203)
+    )  # at 2 µm/px; the last half pixel is glass
     _check(tiled, _whole(net, seen))
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from spatialdata import SpatialData
-from spatialdata_io import visium_hd
 
 from .. import _constants as C
 from .._core._mpp import add_micron_cs, micron_cs_name
@@ -66,6 +65,8 @@ def read_visium_hd(
     the ``"{dataset_id}_um"`` coordinate system.
 
     """
+    from spatialdata_io import visium_hd  # heavy (imports scanpy): loaded when a Visium HD folder is read
+
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"Visium HD folder not found: {path}.")

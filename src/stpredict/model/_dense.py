@@ -17,10 +17,12 @@ An image smaller than a block plus its margins is one window: exactly one pass o
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -173,6 +175,7 @@ class DenseEngine:
 
         return da.map_blocks(
             block,
+            name=f"stpredict-dense-{uuid.uuid4().hex}",  # no tokenising: it would pickle the network's weights
             dtype=np.float32,
             chunks=((self.n_genes,), _chunks(Hd, self.chunk_size), _chunks(Wd, self.chunk_size)),
             meta=np.empty((0, 0, 0), np.float32),
@@ -188,6 +191,12 @@ class DenseEngine:
                 if mask is None or mask[y0:y1, x0:x1].any():
                     out[:, y0:y1, x0:x1] = self.block(y0, y1, x0, x1)
         return out
+
+
+#: Default block side of the in-memory methods (``predict``, ``predict_footprints``, ``predict_shapes``): the
+#: fastest on CPU in ``benchmarks/README.md``; :func:`stpredict.tl.predict_dense` uses 512 (its blocks are also the
+#: stored map's chunks).
+_CHUNK = 256
 
 
 def _deprecated_tiling(
@@ -209,7 +218,7 @@ def _deprecated_tiling(
                 FutureWarning,
                 stacklevel=3,
             )
-    return 512 if chunk_size is None else int(chunk_size)
+    return _CHUNK if chunk_size is None else int(chunk_size)
 
 
 class DenseModel(BaseModel):
@@ -225,13 +234,18 @@ class DenseModel(BaseModel):
         out_mpp: float | None = None,
         chunk_size: int = 512,
         margin: int | None = None,
+        cache: bool = False,
     ) -> DenseEngine:
-        """The :class:`DenseEngine` of this model over an H&E image of ``sdata`` (map at ``out_mpp``, default ``train_mpp``)."""
+        """The :class:`DenseEngine` of this model over an H&E image of ``sdata`` (map at ``out_mpp``, default ``train_mpp``).
+
+        With ``cache``, the pyramid level the windows are read from is loaded into memory once (fast for
+        many windows of an image that fits in memory; :func:`stpredict.tl.predict_dense` streams instead).
+        """
         self._check_trained()
         image_key = image_key or default_image_key(sdata)
         return DenseEngine(
             self.module,
-            Pyramid.from_sdata(sdata, image_key),
+            Pyramid.from_sdata(sdata, image_key, cache=cache),
             image_mpp=get_mpp(sdata, image_key),
             train_mpp=self.train_mpp,
             out_mpp=self.train_mpp if out_mpp is None else float(out_mpp),
@@ -293,9 +307,10 @@ class DenseModel(BaseModel):
         device: str | None,
     ) -> np.ndarray:
         """Predictions ``(len(fp), n_genes)`` for full-resolution footprints; NaN where off the image."""
-        eng = self.engine(sdata, image_key=image_key, chunk_size=chunk_size, margin=margin)
+        eng = self.engine(sdata, image_key=image_key, chunk_size=chunk_size, margin=margin, cache=True)
         fp = fp.affine(np.diag([1 / eng.f_out, 1 / eng.f_out, 1.0]))  # full-resolution px -> map px
-        with eng.running(device):
+        # blocks one after the other in this thread: torch parallelises each block itself
+        with eng.running(device), dask.config.set(scheduler="synchronous"):
             return aggregate_footprints(eng.to_dask(), fp, how=how, coverage=coverage).astype(np.float32)
 
     @_docs.doc_params(

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from skimage.metrics import structural_similarity
-from sklearn.metrics import adjusted_rand_score
 from spatialdata import SpatialData
 
 from .. import _constants as C
@@ -42,6 +40,8 @@ def ssim_per_gene(pred: np.ndarray, truth: np.ndarray, rows: np.ndarray, cols: n
 
 
 def _leiden(X: np.ndarray, resolution: float, seed: int, n_neighbors: int) -> np.ndarray:
+    import scanpy as sc  # heavy: loaded when clusters are compared
+
     a = ad.AnnData(np.asarray(X, dtype=np.float32))
     n_comps = min(30, a.n_obs - 1, a.n_vars - 1)
     if n_comps >= 2:
@@ -89,6 +89,8 @@ def _section_data(
 def _metrics(
     P, T, lattice, domains, *, ssim: bool, ari: bool, resolution: float, seed: int, n_neighbors: int
 ):
+    from sklearn.metrics import adjusted_rand_score  # heavy: loaded when metrics are computed
+
     pcc = pcc_per_gene(P, T)
     err = P - T
     per_gene = {

@@ -6,9 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import Ridge
-from sklearn.metrics import make_scorer
-from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 
 __all__ = ["RidgeFit", "fit_ridge", "mean_pcc", "pixnet_score"]
 
@@ -62,6 +59,11 @@ def fit_ridge(
     with :class:`~sklearn.model_selection.LeaveOneGroupOut` on ``groups``, scored with PixNet's loss
     (:func:`pixnet_score`), unless given.
     """
+    # scikit-learn takes ~1 s to import and only the linear probe needs it
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
+
     mu, sd = X.mean(0), X.std(0)
     pos = sd[sd > 0]
     sd = np.maximum(sd, sd_floor * float(np.median(pos)) if pos.size else 1.0)
