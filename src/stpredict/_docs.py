@@ -57,8 +57,9 @@ key_added
 
 overwrite = """\
 overwrite
-    Replace existing elements of the same names; otherwise an existing name is an error and nothing
-    is written."""
+    Replace existing elements of the same names that stpredict wrote earlier (the provenance registry
+    ``sdata.attrs["stpredict"]["written"]``); elements stpredict did not write are never replaced. Without it an
+    existing name is an error. Either way the old elements stay until the new ones are complete."""
 
 device = """\
 device

@@ -123,10 +123,13 @@ def test_refuses_to_overwrite_and_writes_nothing(fresh, model):
         stp.tl.predict_dense(fresh, model, out_mpp=3.0, key_added="x", progress=False)
 
 
-def test_backed_zarr_written_element_by_element(tmp_path, fresh, model, monkeypatch):
+def test_backed_zarr_all_or_nothing(tmp_path, fresh, model, monkeypatch):
+    """An interrupted overwrite leaves the earlier results in memory and on disk; a re-run replaces them."""
     path = tmp_path / "s.zarr"
     fresh.write(path)
     sdata = sd.read_zarr(path)
+    stp.tl.predict_dense(sdata, model, bins_um=(16,), progress=False)
+    before = np.asarray(sd.read_zarr(path).tables["pixnet_square_016um"].X).copy()
     import stpredict.tl._predict_dense as pdmod
 
     calls = {"n": 0}
@@ -140,17 +143,22 @@ def test_backed_zarr_written_element_by_element(tmp_path, fresh, model, monkeypa
 
     monkeypatch.setattr(pdmod, "_bins_shapes", flaky)
     with pytest.raises(KeyboardInterrupt):
-        stp.tl.predict_dense(sdata, model, bins_um=(8, 16), progress=False)
-    on_disk = sd.read_zarr(path)
-    assert "pixnet_dense" in on_disk.images and "pixnet_square_008um" in on_disk.tables
-    assert "pixnet_square_016um" not in on_disk.tables
+        stp.tl.predict_dense(sdata, model, bins_um=(8, 16), overwrite=True, progress=False)
+    for s in (sdata, sd.read_zarr(path)):
+        assert "pixnet_dense" in s.images and "pixnet_square_008um" not in s.tables
+        np.testing.assert_array_equal(np.asarray(s.tables["pixnet_square_016um"].X), before)
+    assert not any((path / ".stpredict").glob("tx-*")), "the failed run's staging folder was not removed"
     monkeypatch.setattr(pdmod, "_bins_shapes", real)
 
-    sdata = sd.read_zarr(path)
     stp.tl.predict_dense(sdata, model, bins_um=(8, 16), shapes=["visium"], overwrite=True, progress=False)
     back = sd.read_zarr(path)
     assert {"pixnet_square_008um", "pixnet_square_016um", "pixnet_visium"} <= set(back.tables)
     np.testing.assert_allclose(back.tables["pixnet_visium"].X, sdata.tables["pixnet_visium"].X)
+    assert set(stp.io.written_elements(back)) >= {
+        "pixnet_dense",
+        "pixnet_visium",
+        "pixnet_square_008um_shapes",
+    }
     # the in-memory dense map now reads from the store, not from a temporary folder
     src = sdata["pixnet_dense"]["scale0"].image.data
     assert str(path) in str(src.dask.keys()) or any(str(path) in str(v) for v in src.dask.values())

@@ -5,12 +5,13 @@
 - :mod:`._footprints`: footprints from shapes, the footprint × pixel operator, points-in-shapes;
 - :mod:`._aggregate`: the one sparse aggregation loop over (dask) images;
 - :mod:`._recipe`: gene choice and count normalisation;
-- :mod:`._elements`: element writing (names, overwrite, tables linked to shapes);
+- :mod:`._elements`: tables linked to shapes, rows matched by footprint;
+- :mod:`._store`: the one element writer: checked names, provenance, staged transactional writes;
 - :mod:`._metrics`: per-gene PCC and PCC@F/S/M.
 """
 
 from ._aggregate import accumulate_blocks, aggregate_footprints
-from ._elements import check_new_names, match_rows, shapes_table, store_element, store_table
+from ._elements import match_rows, shapes_table
 from ._footprints import (
     Cover,
     Footprints,
@@ -32,9 +33,11 @@ from ._image import (
 from ._metrics import pcc_per_gene, summarize_pcc
 from ._mpp import add_micron_cs, get_mpp, is_micron_cs, micron_cs_name, pixel_and_micron_transforms, set_mpp
 from ._recipe import Recipe, normalize_counts, recipe_from_table, select_genes
+from ._store import ElementWriter, check_new_names, recover_store, written_elements
 
 __all__ = [
     "Cover",
+    "ElementWriter",
     "Footprints",
     "Pyramid",
     "Recipe",
@@ -58,13 +61,13 @@ __all__ = [
     "pcc_per_gene",
     "pixel_and_micron_transforms",
     "recipe_from_table",
+    "recover_store",
     "select_genes",
     "set_mpp",
     "shapes_footprints",
     "shapes_table",
-    "store_element",
-    "store_table",
     "summarize_pcc",
     "table_footprints",
     "tiles_cover",
+    "written_elements",
 ]

@@ -1,4 +1,4 @@
-"""Writing elements: name checks, overwriting, tables linked to shapes, and joining tables by footprint."""
+"""Tables linked to shapes, and joining tables by footprint (writing them is :mod:`._store`'s job)."""
 
 from __future__ import annotations
 
@@ -13,32 +13,7 @@ from spatialdata.models import TableModel
 from .. import _constants as C
 from .._logging import logger
 
-__all__ = ["check_new_names", "match_rows", "shapes_table", "store_element", "store_table"]
-
-
-def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> None:
-    """Refuse to replace existing elements unless ``overwrite``; with it, remove them (memory and disk)."""
-    existing = [n for n in names if n in sdata]
-    if existing and not overwrite:
-        raise ValueError(
-            f"Element(s) {existing} already exist; pass `overwrite=True` to replace them, or choose another `key_added`."
-        )
-    for n in existing:
-        del sdata[n]
-        if sdata.is_backed() and n in [p.split("/")[-1] for p in sdata.elements_paths_on_disk()]:
-            sdata.delete_element_from_disk(n)
-
-
-def store_element(sdata: SpatialData, name: str) -> None:
-    """Write element ``name`` (already in ``sdata``) to disk when ``sdata`` is backed by zarr."""
-    if sdata.is_backed():
-        sdata.write_element(name)
-
-
-def store_table(sdata: SpatialData, name: str, table: AnnData) -> None:
-    """Add a table linked by its ``uns['spatialdata_attrs']`` and write it when ``sdata`` is backed."""
-    sdata.tables[name] = table
-    store_element(sdata, name)
+__all__ = ["match_rows", "shapes_table"]
 
 
 def shapes_table(sdata: SpatialData, by: str, X: np.ndarray, var_names: Sequence[str], uns: dict) -> AnnData:

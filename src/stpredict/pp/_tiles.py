@@ -17,9 +17,9 @@ from spatialdata.transformations import get_transformation
 
 from .. import _constants as C
 from .. import _docs
-from .._core._elements import check_new_names, store_element, store_table
 from .._core._image import default_image_key, full_resolution
 from .._core._mpp import get_mpp
+from .._core._store import ElementWriter
 from .._logging import logger
 from .._types import TileMethod, check_choice
 
@@ -86,7 +86,7 @@ def select_tiles(
     check_choice("method", method, TileMethod)
     image_key = image_key or default_image_key(sdata)
     names = [key_added, f"{key_added}_scores"]
-    check_new_names(sdata, names, overwrite)
+    writer = ElementWriter(sdata, names, overwrite=overwrite, by="pp.select_tiles")
     mpp = get_mpp(sdata, image_key)
     img = full_resolution(sdata.images[image_key]).transpose("c", "y", "x").data
     t = max(1, round(tile_um / mpp))
@@ -122,7 +122,7 @@ def select_tiles(
     )
     x0, y0 = cols * t, rows * t
     ts = get_transformation(sdata.images[image_key], get_all=True)
-    sdata.shapes[key_added] = ShapesModel.parse(
+    tiles = ShapesModel.parse(
         gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + t, y0 + t)), transformations=ts
     )
     obs = pd.DataFrame(
@@ -148,10 +148,10 @@ def select_tiles(
         "score_std": float(flat.std()),
         "units": "bits (PNG-compressed size)" if method == "shannon" else "mean saturation",
     }
-    store_element(sdata, key_added)
-    store_table(
-        sdata,
-        names[1],
-        TableModel.parse(table, region=key_added, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
-    )
+    with writer:
+        writer.add(key_added, tiles)
+        writer.add(
+            names[1],
+            TableModel.parse(table, region=key_added, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
+        )
     return names

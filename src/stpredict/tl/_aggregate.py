@@ -9,12 +9,11 @@ from spatialdata import SpatialData
 
 from .. import _docs
 from .._core import (
+    ElementWriter,
     aggregate_footprints,
-    check_new_names,
     full_resolution,
     shapes_footprints,
     shapes_table,
-    store_table,
 )
 from .._types import Aggregation, Coverage, check_choice
 
@@ -65,12 +64,11 @@ def aggregate(
 
     """
     key_added = key_added or f"{values}_by_{by}"
-    check_new_names(sdata, [key_added], overwrite)
-    store_table(
-        sdata,
-        key_added,
-        aggregate_table(sdata, values=values, by=by, how=how, coverage=coverage, channels=channels),
-    )
+    with ElementWriter(sdata, [key_added], overwrite=overwrite, by="tl.aggregate") as w:
+        w.add(
+            key_added,
+            aggregate_table(sdata, values=values, by=by, how=how, coverage=coverage, channels=channels),
+        )
     return key_added
 
 

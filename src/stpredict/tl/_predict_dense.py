@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import anndata as ad
@@ -26,13 +22,11 @@ from spatialdata.transformations import Sequence as TSequence
 from .. import _constants as C
 from .. import _docs
 from .._core import (
-    check_new_names,
+    ElementWriter,
     default_image_key,
     default_scale_factors,
     full_resolution,
     get_mpp,
-    store_element,
-    store_table,
 )
 from .._logging import logger
 from .._settings import settings
@@ -41,13 +35,6 @@ from ..pp._tissue import tiles_mask, tissue_mask
 from ._aggregate import aggregate_table
 
 __all__ = ["predict_dense"]
-
-
-def _tmpdir(sdata: sd.SpatialData) -> Path:
-    base = Path(sdata.path).parent if sdata.is_backed() else None
-    path = Path(tempfile.mkdtemp(prefix="stpredict_dense_", dir=base))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
 
 
 def _has_distributed_client() -> bool:
@@ -64,6 +51,19 @@ def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformat
     x0, y0 = cols * side_px, rows * side_px
     gdf = gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side_px, y0 + side_px))
     return ShapesModel.parse(gdf, transformations=transformations)
+
+
+def _bins(dense: da.Array, mask: np.ndarray, k: int) -> tuple[da.Array, np.ndarray, np.ndarray] | None:
+    """Lazy mean of ``dense`` over k × k bins that touch the mask: ``(X bins × genes, rows, cols)``."""
+    n_genes, Hd, Wd = dense.shape
+    Hk, Wk = Hd // k, Wd // k
+    if Hk == 0 or Wk == 0:
+        return None
+    binned = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k).mean(axis=(2, 4))
+    on = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).any(axis=(1, 3))
+    rows, cols = np.nonzero(on)
+    X = binned.reshape(n_genes, Hk * Wk)[:, rows * Wk + cols].T
+    return X.rechunk((min(100_000, max(len(rows), 1)), n_genes)).astype(np.float32), rows, cols
 
 
 @_docs.doc_params(
@@ -97,9 +97,11 @@ def predict_dense(
     """Run a trained dense model over a whole H&E image and write the results back to ``sdata``.
 
     The map is computed block by block by the model's dense engine as a dask array (so it also runs on a
-    ``dask.distributed`` cluster), streamed to zarr, and aggregated into square bins and any
-    shapes the user names. On a SpatialData backed by zarr every result is written to disk as soon
-    as it is complete (``write_element``), so an interrupted run keeps the earlier elements.
+    ``dask.distributed`` cluster), streamed to a scratch zarr, and aggregated into square bins and any
+    shapes the user names. Nothing is added to ``sdata`` until all of it is computed; on a SpatialData
+    backed by zarr the elements are staged inside the store (in its hidden ``.stpredict`` folder) and swapped
+    in together, so a failure or a killed run leaves ``sdata`` and the store as they were, and a re-run
+    cleans up what a killed run left (:func:`stpredict.io.recover_store`).
 
     Parameters
     ----------
@@ -178,7 +180,7 @@ def predict_dense(
     for b in bins_um:
         names += [f"{key_added}_{C.square_key(b)}_shapes", f"{key_added}_{C.square_key(b)}"]
     names += [f"{key_added}_{s}" for s in shapes]
-    check_new_names(sdata, names, overwrite)
+    writer = ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_dense")
 
     el = sdata.images[image_key]
     _, Hd, Wd = engine.shape
@@ -189,19 +191,6 @@ def predict_dense(
         mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
     else:
         mask = np.ones((Hd, Wd), bool)
-    dense = engine.to_dask(mask)
-    tmp = _tmpdir(sdata)
-    store = tmp / "dense.zarr"
-    logger.info(
-        f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({dense.numblocks[1] * dense.numblocks[2]} blocks, "
-        f"{int(mask.mean() * 100)}% tissue)."
-    )
-    show = settings.progress_bar if progress is None else progress
-    ctx = ProgressBar() if (show and not _has_distributed_client()) else contextlib.nullcontext()
-    with engine.running(device), ctx, dask.config.set({"array.slicing.split_large_chunks": False}):
-        da.to_zarr(dense, str(store), overwrite=True)
-    dense = da.from_zarr(str(store))
-
     params = {
         "model_genes": list(genes),
         "recipe": model.recipe.to_dict(),
@@ -218,64 +207,74 @@ def predict_dense(
         "stpredict_version": __version__,
     }
     img_ts = get_transformation(el, get_all=True)
-    to_img = Scale([f_out, f_out], axes=("x", "y"))
-    dense_el = Image2DModel.parse(
-        dense,
-        dims=("c", "y", "x"),
-        c_coords=list(genes),
-        scale_factors=default_scale_factors((Hd, Wd), smallest=256) or None,
-        transformations={cs: TSequence([to_img, t]) for cs, t in img_ts.items()},
-    )
-    sdata.images[dense_name] = dense_el
-    added = [dense_name]
-    if sdata.is_backed():
-        sdata.write_element(dense_name)
-        sdata.images[dense_name] = sd.read_zarr(sdata.path, selection=("images",)).images[dense_name]
-        dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
-        shutil.rmtree(tmp, ignore_errors=True)  # the map now reads from the store
-
-    for b in bins_um:
-        k = ks[b]
-        Hk, Wk = Hd // k, Wd // k
-        if Hk == 0 or Wk == 0:
-            logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
-            continue
-        binned = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k).mean(axis=(2, 4))
-        on = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).any(axis=(1, 3))
-        rows, cols = np.nonzero(on)
-        lin = rows * Wk + cols
-        X = binned.reshape(n_genes, Hk * Wk)[:, lin].T
-        if X.size <= max_in_memory:
-            X = np.asarray(X.compute(), dtype=np.float32)
-        else:
-            X = X.rechunk((min(100_000, len(lin)), n_genes)).astype(np.float32)
-        shapes_name, table_name = f"{key_added}_{C.square_key(b)}_shapes", f"{key_added}_{C.square_key(b)}"
-        side = k * f_out
-        sdata.shapes[shapes_name] = _bins_shapes(rows, cols, side, img_ts)
-        obs = pd.DataFrame(
-            {
-                "array_row": rows,
-                "array_col": cols,
-                C.REGION_KEY: pd.Categorical([shapes_name] * len(rows)),
-                C.INSTANCE_KEY: np.arange(len(rows)),
+    lazy_tables: dict[str, tuple[int, np.ndarray]] = {}
+    # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
+    with writer:
+        dense = engine.to_dask(mask)
+        store = writer.scratch / "dense.zarr"
+        logger.info(
+            f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({dense.numblocks[1] * dense.numblocks[2]} "
+            f"blocks, {int(mask.mean() * 100)}% tissue)."
+        )
+        show = settings.progress_bar if progress is None else progress
+        ctx = ProgressBar() if (show and not _has_distributed_client()) else contextlib.nullcontext()
+        with engine.running(device), ctx, dask.config.set({"array.slicing.split_large_chunks": False}):
+            da.to_zarr(dense, str(store), overwrite=True)
+        dense = da.from_zarr(str(store))
+        dense_el = Image2DModel.parse(
+            dense,
+            dims=("c", "y", "x"),
+            c_coords=list(genes),
+            scale_factors=default_scale_factors((Hd, Wd), smallest=256) or None,
+            transformations={
+                cs: TSequence([Scale([f_out, f_out], axes=("x", "y")), t]) for cs, t in img_ts.items()
             },
-            index=pd.Index([f"{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
         )
-        table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
-        table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
-        table.uns[C.UNS_KEY] = {**params, "bin_um": b}
-        store_element(sdata, shapes_name)
-        store_table(
-            sdata,
-            table_name,
-            TableModel.parse(table, region=shapes_name, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
-        )
-        added += [shapes_name, table_name]
-
-    for s in shapes:
-        table = aggregate_table(sdata, values=dense_name, by=s)
-        table.uns[C.UNS_KEY] = {**params, "shapes": s}
-        store_table(sdata, f"{key_added}_{s}", table)
-        added.append(f"{key_added}_{s}")
+        writer.add(dense_name, dense_el)
+        for b in bins_um:
+            k = ks[b]
+            shapes_name, table_name = (
+                f"{key_added}_{C.square_key(b)}_shapes",
+                f"{key_added}_{C.square_key(b)}",
+            )
+            binned = _bins(dense, mask, k)
+            if binned is None:
+                logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
+                continue
+            X, rows, cols = binned
+            if X.size <= max_in_memory:
+                X = np.asarray(X.compute(), dtype=np.float32)
+            else:
+                lazy_tables[table_name] = (k, mask)
+            side = k * f_out
+            obs = pd.DataFrame(
+                {
+                    "array_row": rows,
+                    "array_col": cols,
+                    C.REGION_KEY: pd.Categorical([shapes_name] * len(rows)),
+                    C.INSTANCE_KEY: np.arange(len(rows)),
+                },
+                index=pd.Index([f"{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
+            )
+            table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
+            table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
+            table.uns[C.UNS_KEY] = {**params, "bin_um": b}
+            writer.add(shapes_name, _bins_shapes(rows, cols, side, img_ts))
+            writer.add(
+                table_name,
+                TableModel.parse(
+                    table, region=shapes_name, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY
+                ),
+            )
+        view = sd.SpatialData(images={dense_name: dense_el}, shapes={s: sdata.shapes[s] for s in shapes})
+        for s in shapes:
+            table = aggregate_table(view, values=dense_name, by=s)
+            table.uns[C.UNS_KEY] = {**params, "shapes": s}
+            writer.add(f"{key_added}_{s}", table)
+    added = list(writer.elements)
+    if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata
+        dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
+        for name, (k, m) in lazy_tables.items():
+            sdata.tables[name].X = _bins(dense, m, k)[0]
     logger.info(f"Added {added}.")
     return added

@@ -8,7 +8,7 @@ from typing import Any
 from spatialdata import SpatialData
 
 from .. import _docs
-from .._core import check_new_names, default_image_key, get_mpp, shapes_table, store_table
+from .._core import ElementWriter, default_image_key, get_mpp, shapes_table
 from .._logging import logger
 from .._version import __version__
 
@@ -77,7 +77,7 @@ def predict_shapes(
     image_key = image_key or default_image_key(sdata)
     key_added = key_added or model.key
     names = [f"{key_added}_{s}" for s in shapes]
-    check_new_names(sdata, names, overwrite)
+    writer = ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_shapes")
     kw = {"image_key": image_key, "device": device}
     if batch_size is not None:
         kw["batch_size"] = int(batch_size)
@@ -90,8 +90,9 @@ def predict_shapes(
         "train_mpp": float(model.train_mpp),
         "stpredict_version": __version__,
     }
-    for s, name in zip(shapes, names, strict=True):
-        X = model.predict_shapes(sdata, s, **kw)
-        store_table(sdata, name, shapes_table(sdata, s, X, model.genes, {**params, "shapes": s}))
+    with writer:
+        for s, name in zip(shapes, names, strict=True):
+            X = model.predict_shapes(sdata, s, **kw)
+            writer.add(name, shapes_table(sdata, s, X, model.genes, {**params, "shapes": s}))
     logger.info(f"Added {names}.")
     return names

@@ -1,0 +1,474 @@
+"""Safe writes into a SpatialData: compute first, stage, swap in on success; provenance of what stpredict wrote.
+
+Every function that adds elements to a SpatialData does it through one :class:`ElementWriter`::
+
+    with ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_dense") as w:
+        ...  # compute; big arrays go to ``w.scratch``
+        w.add(name, element)
+    # on success every element is in ``sdata`` (and on disk when it is backed); on any error nothing changed
+
+The protocol on a zarr-backed SpatialData, in the manner of a database journal:
+
+1. **Check** (on creation, before anything is computed): a name that exists is refused unless
+   ``overwrite=True`` *and* stpredict wrote it (the provenance registry ``sdata.attrs["stpredict"]["written"]``).
+   Nothing is deleted here.
+2. **Stage**: a transaction folder ``<store>/.stpredict/tx-<id>/`` holds the scratch arrays and a SpatialData
+   ``staged.zarr`` with the new elements. spatialdata never lists the hidden ``.stpredict`` folder, so a kill at
+   this stage leaves the store exactly as it was; the folder of a dead process is swept by the next write.
+3. **Commit**: ``journal.json`` (written atomically) records the moves; from here the transaction rolls forward,
+   now or, after a kill, on the next write (:func:`recover_store`).
+4. **Swap**: replaced elements are first dropped from the consolidated metadata (one atomic write of the root
+   metadata, so readers never see an element whose files are being moved), the old folders move into the
+   transaction folder, the staged ones into place (one ``rename`` each), and the root metadata (provenance
+   registry and consolidated listing) is rewritten atomically. The transaction folder is then deleted.
+
+At every instant ``spatialdata.read_zarr`` opens the store: an element it lists is complete. Without a backing
+store the same object only changes ``sdata`` in memory, and only after everything was computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from spatialdata import SpatialData
+
+from .._logging import logger
+from .._version import __version__
+
+__all__ = [
+    "ElementWriter",
+    "check_new_names",
+    "recover_store",
+    "scratch_dir",
+    "written_elements",
+]
+
+HIDDEN_DIR = ".stpredict"
+_ATTRS_KEY = "stpredict"
+_WRITTEN_KEY = "written"
+_ELEMENT_TYPES = ("images", "labels", "points", "shapes", "tables")
+
+
+# --------------------------------------------------------------------------------------------------- provenance
+def written_elements(sdata: SpatialData) -> dict[str, dict]:
+    """The provenance registry: the elements stpredict wrote into ``sdata``.
+
+    Parameters
+    ----------
+    sdata
+        A SpatialData (in memory or read from zarr; the registry lives in ``sdata.attrs["stpredict"]["written"]``
+        and is saved in the store's root metadata).
+
+    Returns
+    -------
+    ``{name: {"type": element type, "by": function, "stpredict_version": ..., "time": UTC ISO time}}``. Only these
+    elements can be replaced by an stpredict function with ``overwrite=True``.
+
+    """
+    reg = (sdata.attrs or {}).get(_ATTRS_KEY, {})
+    written = reg.get(_WRITTEN_KEY, {}) if isinstance(reg, dict) else {}
+    return dict(written) if isinstance(written, dict) else {}
+
+
+def _element_type(sdata: SpatialData, name: str) -> str | None:
+    for t in _ELEMENT_TYPES:
+        if name in getattr(sdata, t):
+            return t
+    return None
+
+
+def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> list[str]:
+    """Check that ``names`` may be written; return those that will be replaced. Deletes nothing.
+
+    An existing name is refused unless ``overwrite=True`` and stpredict wrote that element (it is in
+    :func:`written_elements` with the same element type): stpredict never replaces the user's own data.
+    """
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise ValueError(f"The output names {dup} would be written twice; choose distinct names.")
+    existing = [n for n in names if n in sdata]
+    if not existing:
+        return []
+    if not overwrite:
+        raise ValueError(
+            f"Element(s) {existing} already exist; pass `overwrite=True` to replace them, or choose another `key_added`."
+        )
+    written = written_elements(sdata)
+    foreign = [n for n in existing if written.get(n, {}).get("type") != _element_type(sdata, n)]
+    if foreign:
+        raise ValueError(
+            f"Element(s) {foreign} were not written by stpredict (no provenance record in "
+            f"`sdata.attrs['stpredict']['written']`), so even `overwrite=True` does not replace them: they may be your "
+            "data. Choose another `key_added`, or remove them yourself first (`del sdata[name]`, and "
+            "`sdata.delete_element_from_disk(name)` for a store on disk)."
+        )
+    return existing
+
+
+# --------------------------------------------------------------------------------------------------- files
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _pid_alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process: never sweep what we cannot check
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_owner(path: Path) -> None:
+    _atomic_write_json(path / "owner.json", {"pid": os.getpid(), "host": socket.gethostname()})
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _sweep_dead(folder: Path, pattern: str) -> int:
+    """Delete the transaction/scratch folders under ``folder`` whose owner process is gone and that did not commit."""
+    n = 0
+    for p in folder.glob(pattern):
+        if not p.is_dir() or (p / "journal.json").exists():
+            continue
+        owner = _read_json(p / "owner.json")
+        if owner is not None and _pid_alive(owner):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path) -> Iterator[None]:
+    """An exclusive lock on the store's ``.stpredict`` folder while a transaction swaps or recovers."""
+    hidden = store / HIDDEN_DIR
+    hidden.mkdir(exist_ok=True)
+    with open(hidden / "lock", "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; single-writer stores
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def scratch_dir() -> Path:
+    """A scratch folder in the system's temporary folder for in-memory SpatialData, removed at exit.
+
+    Scratch folders of processes that no longer exist (killed runs) are swept on the way.
+    """
+    import atexit
+
+    base = Path(tempfile.gettempdir())
+    swept = _sweep_dead(base, "stpredict-*")
+    if swept:
+        logger.info(f"Removed {swept} scratch folder(s) left in {base} by interrupted runs.")
+    path = Path(tempfile.mkdtemp(prefix="stpredict-", dir=base))
+    _write_owner(path)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------- zarr metadata
+def _consolidated_file(store: Path) -> tuple[Path, str] | None:
+    """The file holding the store's consolidated metadata and its zarr format, or None when it has none."""
+    root = _read_json(store / "zarr.json")
+    if root is not None:
+        return (store / "zarr.json", "v3") if root.get("consolidated_metadata") else None
+    if (store / ".zmetadata").exists():
+        return store / ".zmetadata", "v2"
+    return None
+
+
+def _drop_from_consolidated(store: Path, prefixes: Sequence[str]) -> None:
+    """Remove the entries of elements ``prefixes`` (``"tables/x"``) from the consolidated metadata, atomically."""
+    found = _consolidated_file(store)
+    if found is None or not prefixes:
+        return
+    path, fmt = found
+    meta = _read_json(path)
+    entries = meta["consolidated_metadata"]["metadata"] if fmt == "v3" else meta["metadata"]
+
+    def listed(key: str) -> bool:
+        return any(key == p or key.startswith(p + "/") for p in prefixes)
+
+    for key in [k for k in entries if listed(k)]:
+        del entries[key]
+    _atomic_write_json(path, meta)
+
+
+def _finish_root(store: Path, written: dict[str, dict], removed: Sequence[str], consolidate: bool) -> None:
+    """Write the provenance registry into the root attributes, then refresh the consolidated metadata."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+        attrs = dict(root.attrs.asdict())
+        reg = dict(attrs.get(_ATTRS_KEY) or {})
+        reg_written = dict(reg.get(_WRITTEN_KEY) or {})
+        for n in removed:
+            reg_written.pop(n, None)
+        reg_written.update(written)
+        reg[_WRITTEN_KEY] = reg_written
+        root.attrs[_ATTRS_KEY] = reg
+        if consolidate:
+            zarr.consolidate_metadata(root.store)
+        root.store.close()
+
+
+# --------------------------------------------------------------------------------------------------- transactions
+def _apply(store: Path, tx: Path) -> None:
+    """Roll a committed transaction forward (idempotent: safe to re-run after a kill at any point)."""
+    journal = _read_json(tx / "journal.json")
+    if journal is None:
+        raise RuntimeError(f"Transaction {tx} has an unreadable journal.")
+    staged = tx / "staged.zarr"
+    moves = journal["moves"]
+    consolidate = journal["consolidated"]
+    # what readers must stop seeing before any folder moves: replaced (staged and present) and removed elements
+    leaving = [
+        f"{m['type']}/{m['name']}"
+        for m in moves
+        if (store / m["type"] / m["name"]).exists()
+        and (m.get("remove") or (staged / m["type"] / m["name"]).exists())
+    ]
+    _drop_from_consolidated(store, leaving)
+    for m in moves:
+        src = staged / m["type"] / m["name"]
+        dst = store / m["type"] / m["name"]
+        if not m.get("remove") and not src.exists():
+            continue  # moved before a kill
+        if dst.exists():
+            trash = tx / "old" / m["type"] / m["name"]
+            shutil.rmtree(trash, ignore_errors=True)
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(dst, trash)
+        if m.get("remove"):
+            continue
+        if (
+            not dst.parent.exists()
+        ):  # the store has no group of this type yet: copy the group's metadata files
+            dst.parent.mkdir()
+            for f in src.parent.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, dst.parent / f.name)
+        os.rename(src, dst)
+    _finish_root(store, journal["written"], journal["removed"], consolidate)
+    shutil.rmtree(tx, ignore_errors=True)
+
+
+def recover_store(path: str | os.PathLike) -> list[str]:
+    """Finish or undo what interrupted stpredict writes left in a zarr store.
+
+    Committed transactions are rolled forward; uncommitted ones (staging killed before it finished) are removed
+    when their process no longer runs. Called by every stpredict write into a store; call it yourself after a
+    crash if you want the store tidy before reading it (it opens either way).
+
+    Parameters
+    ----------
+    path
+        The SpatialData zarr store.
+
+    Returns
+    -------
+    The names of the transaction folders finished or removed.
+
+    """
+    store = Path(path)
+    hidden = store / HIDDEN_DIR
+    if not hidden.is_dir():
+        return []
+    done = []
+    with _store_lock(store):
+        for tx in sorted(hidden.glob("tx-*")):
+            if (tx / "journal.json").exists():
+                logger.warning(
+                    f"Finishing the write {tx.name} that an interrupted run committed but did not complete."
+                )
+                _apply(store, tx)
+                done.append(tx.name)
+        for tx in sorted(hidden.glob("tx-*")):
+            if tx.is_dir() and _sweep_dead(hidden, tx.name):
+                logger.info(f"Removed the unfinished write {tx.name} of an interrupted run.")
+                done.append(tx.name)
+    return done
+
+
+class ElementWriter:
+    """Add elements to a SpatialData all at once, after they are computed; see the module docstring.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData to add to (in memory, or backed by a zarr store).
+    names
+        Every element name the operation will add; checked now, before anything is computed.
+    overwrite
+        Allow replacing elements of these names that stpredict wrote earlier.
+    by
+        The public function writing (recorded in the provenance registry), e.g. ``"tl.predict_dense"``.
+
+    """
+
+    def __init__(self, sdata: SpatialData, names: Sequence[str], *, overwrite: bool, by: str) -> None:
+        self.sdata = sdata
+        self.names = list(names)
+        self.by = by
+        self.replace = check_new_names(sdata, self.names, overwrite)
+        self.elements: dict[str, Any] = {}
+        self.committed = False
+        self._scratch: Path | None = None
+        self._tx: Path | None = None
+        self.store = Path(sdata.path) if sdata.is_backed() and sdata.path is not None else None
+
+    # -- context
+    def __enter__(self) -> ElementWriter:
+        if self.store is not None:
+            recover_store(self.store)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    @property
+    def tx(self) -> Path:
+        """The transaction folder inside the store (created on first use)."""
+        if self.store is None:
+            raise RuntimeError("Only a SpatialData backed by zarr has a transaction folder.")
+        if self._tx is None:
+            hidden = self.store / HIDDEN_DIR
+            hidden.mkdir(exist_ok=True)
+            self._tx = hidden / f"tx-{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+            self._tx.mkdir()
+            _write_owner(self._tx)
+        return self._tx
+
+    @property
+    def scratch(self) -> Path:
+        """A folder for intermediate arrays: inside the transaction when backed, else a swept temporary folder."""
+        if self._scratch is None:
+            if self.store is not None:
+                self._scratch = self.tx / "scratch"
+                self._scratch.mkdir()
+            else:
+                self._scratch = scratch_dir()
+        return self._scratch
+
+    def add(self, name: str, element: Any) -> None:
+        """Queue ``element`` to be added under ``name`` (one of the names given on creation)."""
+        if name not in self.names:
+            raise RuntimeError(f"{name!r} was not declared to the ElementWriter ({self.names}).")
+        self.elements[name] = element
+
+    # -- outcome
+    def rollback(self) -> None:
+        """Forget the queued elements and remove the transaction folder; ``sdata`` is unchanged."""
+        self.elements.clear()
+        if self._tx is not None:
+            shutil.rmtree(self._tx, ignore_errors=True)
+        elif self._scratch is not None and self.store is None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Add every queued element to ``sdata`` (and to its store), replacing the checked ones."""
+        if self.committed:
+            return
+        staged = self._staged_sdata()
+        record = {
+            "by": self.by,
+            "stpredict_version": __version__,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        types = {n: _element_type(staged, n) for n in self.elements}
+        written = {n: {"type": types[n], **record} for n in self.elements}
+        removed = [n for n in self.replace if n not in self.elements]
+        if self.store is not None:
+            self._commit_to_store(staged, types, written, removed)
+        for n in self.replace:
+            del self.sdata[n]
+        for n, el in self.elements.items():
+            getattr(self.sdata, types[n])[n] = el
+        if self.store is not None:
+            self._reload_images(types)
+        reg = dict(self.sdata.attrs.get(_ATTRS_KEY) or {})
+        reg_written = {k: v for k, v in dict(reg.get(_WRITTEN_KEY) or {}).items() if k not in removed}
+        reg_written.update(written)
+        reg[_WRITTEN_KEY] = reg_written
+        self.sdata.attrs[_ATTRS_KEY] = reg
+        self.committed = True
+
+    def _staged_sdata(self) -> SpatialData:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*annotating.*not present")
+            staged = SpatialData()
+            for n, el in self.elements.items():
+                staged[n] = el
+        return staged
+
+    def _commit_to_store(self, staged: SpatialData, types: dict, written: dict, removed: list[str]) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*annotating.*not present")
+            warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+            staged.write(self.tx / "staged.zarr", consolidate_metadata=False, update_sdata_path=False)
+        moves = [{"type": types[n], "name": n} for n in self.elements]
+        # replaced elements that are not re-added (none today) are moved out as well
+        moves += [{"type": _element_type(self.sdata, n), "name": n, "remove": True} for n in removed]
+        consolidated = _consolidated_file(self.store) is not None
+        _atomic_write_json(
+            self.tx / "journal.json",
+            {"moves": moves, "written": written, "removed": removed, "consolidated": consolidated},
+        )
+        with _store_lock(self.store):
+            _apply(self.store, self.tx)
+
+    def _reload_images(self, types: dict) -> None:
+        """Point the in-memory images and labels at their copies in the store (lazy), not at scratch."""
+        import spatialdata as sd
+
+        lazy = [n for n, t in types.items() if t in ("images", "labels")]
+        if not lazy:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = sd.read_zarr(self.store, selection=("images", "labels"))
+        for n in lazy:
+            getattr(self.sdata, types[n])[n] = getattr(back, types[n])[n]
