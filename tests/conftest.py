@@ -94,3 +94,9 @@ def write_st_folder(
 def make_st_folder():
     """Factory writing a tiny HER2ST-layout section (see :func:`write_st_folder`)."""
     return write_st_folder
+
+
+@pytest.fixture(scope="session")
+def st_folder_writer():
+    """:func:`write_st_folder` for module- and session-scoped fixtures."""
+    return write_st_folder

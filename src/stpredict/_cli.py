@@ -21,6 +21,25 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+class UsageError(Exception):
+    """A wrong combination of command-line arguments (exit status 2, like argparse's own errors)."""
+
+
+def _read_zarr(path: str | Path) -> SpatialData:
+    """A SpatialData zarr store, with one-line errors for what is not one."""
+    import spatialdata as sd
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no SpatialData zarr store at {str(p)!r}: the path does not exist.")
+    if not p.is_dir() or not ((p / "zarr.json").is_file() or (p / ".zgroup").is_file()):
+        raise ValueError(
+            f"{str(p)!r} is not a SpatialData zarr store (a folder with zarr.json); write one with "
+            "`stpredict read-st ... --out x.zarr` or `sdata.write('x.zarr')`."
+        )
+    return sd.read_zarr(p)
+
+
 def summary(sdata: SpatialData) -> str:
     """A short human-readable summary: images with pixel sizes, tables with sizes and counts."""
     import numpy as np
@@ -52,7 +71,7 @@ def summary(sdata: SpatialData) -> str:
 
 def _write(sdata: SpatialData, out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it.")
+        raise UsageError(f"{out} exists; pass --overwrite to replace it.")
     sdata.write(out, overwrite=overwrite)
 
 
@@ -82,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     zarr_path = out / "synthetic.zarr"
     if zarr_path.exists() and not args.overwrite:
-        raise SystemExit(f"error: {zarr_path} exists; pass --overwrite to replace it.")
+        raise UsageError(f"{zarr_path} exists; pass --overwrite to replace it.")
     print("1/4 generating the synthetic slide (H&E + known dense expression) ...", flush=True)
     sdata = datasets.synthetic(seed=args.seed, width_um=args.width_um, height_um=args.height_um)
     sdata.write(zarr_path, overwrite=True)
@@ -128,11 +147,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import spatialdata as sd
 
     from . import tl
 
-    sdatas = [sd.read_zarr(p) for p in args.zarr]
+    sdatas = [_read_zarr(p) for p in args.zarr]
     kwargs = {
         k: v for k, v in (("max_epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None
     }
@@ -140,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
         warnings.warn("`--method` is deprecated; use `--model`.", FutureWarning, stacklevel=1)
         args.model = args.method
     if args.model == "linear_probe" and kwargs:
-        raise SystemExit("--epochs/--steps do not apply to the linear probe (one ridge fit).")
+        raise UsageError("--epochs/--steps do not apply to the linear probe (one ridge fit).")
     model = tl.train(
         sdatas,
         tables=args.tables,
@@ -157,7 +175,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import spatialdata as sd
 
     from . import tl
     from .model import load
@@ -165,11 +182,13 @@ def _predict(args: argparse.Namespace) -> int:
     if args.key is not None:
         warnings.warn("`--key` is deprecated; use `--key-added`.", FutureWarning, stacklevel=1)
         args.key_added = args.key_added or args.key
-    sdata = sd.read_zarr(args.zarr)
+    sdata = _read_zarr(args.zarr)
     model = load(args.model)
     if not model.dense:
         if not args.shapes:
-            raise SystemExit(f"A {type(model).__name__} predicts per footprint: name them with --shapes.")
+            raise UsageError(
+                f"a {type(model).__name__} predicts per footprint: name the footprints with --shapes."
+            )
         names = tl.predict_shapes(
             sdata,
             model,
@@ -195,9 +214,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    import spatialdata as sd
 
-    print(summary(sd.read_zarr(args.path)))
+    print(summary(_read_zarr(args.path)))
     return 0
 
 
@@ -218,9 +236,7 @@ def _read_st(args: argparse.Namespace) -> int:
             mpp=args.mpp,
         )
     else:
-        raise SystemExit(
-            "error: give either --section (with --data-dir) or all of --counts, --spots, --image."
-        )
+        raise UsageError("give either --section (with --data-dir) or all of --counts, --spots, --image.")
     print(summary(sdata))
     if args.out:
         _write(sdata, Path(args.out), args.overwrite)
@@ -233,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stpredict", description="Dense spatial gene expression from H&E.")
     parser.add_argument("--version", action="version", version=f"stpredict {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -311,13 +328,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(msg).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stpredict`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``stpredict`` command.
+
+    A user error prints one line ``stpredict <command>: error: ...`` and returns 2 for a wrong use of the
+    command (argparse's convention) or 1 for a problem with the data or files; ``--debug`` shows the traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with argparse's message on bad arguments
     if args.quiet:
         settings.verbosity = 1
         settings.progress_bar = False
-    return args.func(args)
+    prog = f"stpredict {args.command}"
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, MemoryError) as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {_message(exc)}", file=sys.stderr)
+        print(f"{prog}: (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,16 @@ __all__ = ["settings"]
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def _check_device(value: object) -> str:
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N a whole number) or ``"mps"``."""
+    ok = isinstance(value, str) and (value in _DEVICES or (value.startswith("cuda:") and value[5:].isdigit()))
+    if not ok:
+        raise ValueError(
+            f"device must be one of {_DEVICES} or 'cuda:N' (N = GPU number, e.g. 'cuda:1'); got {value!r}."
+        )
+    return value
+
+
 class StpredictSettings:
     """Global settings of stpredict.
 
@@ -73,9 +83,7 @@ class StpredictSettings:
 
     @device.setter
     def device(self, value: str) -> None:
-        if not isinstance(value, str) or value.split(":")[0] not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES} (optionally 'cuda:N'), got {value!r}.")
-        self._device = value
+        self._device = _check_device(value)
 
     @property
     def progress_bar(self) -> bool:
@@ -83,6 +91,8 @@ class StpredictSettings:
 
     @progress_bar.setter
     def progress_bar(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"progress_bar must be True or False, got {value!r}.")
         self._progress_bar = bool(value)
 
     @property
@@ -91,6 +101,8 @@ class StpredictSettings:
 
     @datasetdir.setter
     def datasetdir(self, value: str | os.PathLike) -> None:
+        if not isinstance(value, str | os.PathLike):
+            raise TypeError(f"datasetdir must be a path, got {value!r}.")
         self._datasetdir = Path(value)
 
     @property
@@ -128,9 +140,7 @@ class StpredictSettings:
         """
         import torch
 
-        device = self._device if device is None else device
-        if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES} (optionally 'cuda:N'); got {device!r}.")
+        device = self._device if device is None else _check_device(device)
         if device == "auto":
             if torch.cuda.is_available():
                 return torch.device("cuda")
@@ -138,6 +148,12 @@ class StpredictSettings:
                 return torch.device("mps")
             return torch.device("cpu")
         return torch.device(device)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if not name.startswith("_") and not isinstance(getattr(type(self), name, None), property):
+            fields = [k for k, v in vars(type(self)).items() if isinstance(v, property)]
+            raise AttributeError(f"stpredict.settings has no setting {name!r}; the settings are {fields}.")
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         fields = ("verbosity", "device", "progress_bar", "datasetdir", "seed", "n_jobs")

@@ -107,8 +107,16 @@ def test_same_encoder_initialisation_across_models(tmp_path, slide, local_weight
         torch.save(ref_model.state_dict(), tmp_path / "resnet18.pth")
         extra = {"encoder_weights": tmp_path / "resnet18.pth"}
     kw = {"preset": "cpu", "n_top_genes": 5, **QUICK, **extra}
-    pix = stp.tl.train(slide, tables="st_spots", max_epochs=0, **kw)
-    spot = stp.tl.train(slide, tables="st_spots", model="spot_regressor", max_epochs=0, **kw)
+
+    def built(name):  # built as training builds it (seeded), not trained
+        m, _ = stp.model.model_class(name).from_preset("cpu", None, **extra)
+        torch.manual_seed(QUICK["seed"])
+        m._prepare(slide, "st_spots", None, None, 5)
+        return m
+
+    pix, spot = built("pixnet"), built("spot_regressor")
+    with pytest.raises(ValueError, match="max_epochs"):  # zero epochs would return an untrained model
+        stp.tl.train(slide, tables="st_spots", max_epochs=0, **kw)
     probe = stp.tl.train(slide, tables="st_spots", model="linear_probe", **kw)
     ref = pix.module.encoder.state_dict()
     for other in (spot.module.encoder.state_dict(), probe.module.encoder.state_dict()):
@@ -117,7 +125,7 @@ def test_same_encoder_initialisation_across_models(tmp_path, slide, local_weight
     if local_weights:
         torch.testing.assert_close(pix.module.encoder.body.conv1.weight, ref_model.conv1.weight)
     assert spot.train_mpp == probe.train_mpp == pix.train_mpp == 2.0
-    assert spot.training_params["batch_size"] == 32
+    assert spot.default_batch_size == 32
 
 
 def test_tl_train_and_predict_errors(slide, spot):

@@ -105,7 +105,7 @@ def test_resume_training_from_checkpoint(tmp_path, slide, trained):
 
 def test_frozen_encoder_keeps_weights_and_caches_features(slide):
     model = PixNet(freeze_encoder=True, **SMALL)
-    model.train(slide, tables="st_spots", n_top_genes=6, **{**FIT, "max_epochs": 0})
+    model._prepare(slide, "st_spots", None, None, 6)  # built (genes chosen), not trained
     before = {k: v.clone() for k, v in model.module.encoder.state_dict().items()}
     dec_before = model.module.head.weight.clone()
     model.train(slide, tables="st_spots", **{**FIT, "steps_per_epoch": 10})

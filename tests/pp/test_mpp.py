@@ -53,7 +53,7 @@ def test_set_mpp_extends_every_element_in_the_pixel_system():
         stp.pp.set_mpp(sdata, "he", 0.5)
     stp.pp.set_mpp(sdata, "he", 0.5, overwrite=True)
     assert stp.pp.get_mpp(sdata, "he_small") == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="must be > 0"):
         stp.pp.set_mpp(sdata, "he", -1)
 
 

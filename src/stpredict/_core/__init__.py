@@ -24,6 +24,7 @@ from ._footprints import (
 )
 from ._image import (
     Pyramid,
+    check_he,
     check_rgb,
     default_image_key,
     default_scale_factors,
@@ -44,6 +45,7 @@ __all__ = [
     "accumulate_blocks",
     "add_micron_cs",
     "aggregate_footprints",
+    "check_he",
     "check_new_names",
     "check_rgb",
     "covered",

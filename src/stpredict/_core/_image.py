@@ -20,9 +20,11 @@ from spatialdata.models import Image2DModel
 
 from .._logging import logger
 from .._types import Resample, check_choice
+from ._validate import check_image_array, check_mpp_value
 
 __all__ = [
     "Pyramid",
+    "check_he",
     "check_rgb",
     "default_image_key",
     "default_scale_factors",
@@ -41,14 +43,27 @@ def full_resolution(element: Any):
 
 
 def check_rgb(sdata: SpatialData, image_key: str) -> None:
-    """Raise when ``images[image_key]`` is missing or not an RGB uint8 image."""
+    """Raise when ``images[image_key]`` is missing or not an RGB uint8 image (the message says how to convert)."""
+    if not isinstance(image_key, str):
+        raise TypeError(f"`image_key` must be the name of an image (str), got {image_key!r}.")
     if image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; available images: {list(sdata.images)}.")
     full = full_resolution(sdata.images[image_key])
-    if full.sizes.get("c") != 3 or full.dtype != np.uint8:
-        raise ValueError(
-            f"Image {image_key!r} must be RGB uint8 (c=3); it has c={full.sizes.get('c')} and dtype {full.dtype}."
-        )
+    check_image_array(full.dtype, full.sizes.get("c"), f"Image {image_key!r}")
+
+
+def check_he(sdata: SpatialData, image_key: str | None) -> tuple[str, float]:
+    """The H&E image to run on (default :func:`default_image_key`) and its pixel size, both checked.
+
+    RGB uint8, and a pixel size within :data:`~._validate.MPP_RANGE`: what training and every prediction need.
+    """
+    from ._mpp import get_mpp
+
+    image_key = default_image_key(sdata) if image_key is None else image_key
+    check_rgb(sdata, image_key)
+    mpp = get_mpp(sdata, image_key)
+    check_mpp_value(mpp, f"pixel size of image {image_key!r}")
+    return image_key, mpp
 
 
 class Pyramid:
@@ -176,9 +191,15 @@ def default_image_key(sdata: SpatialData) -> str:
         if full.sizes.get("c") == 3 and full.dtype == np.uint8:
             sizes[k] = full.sizes["y"] * full.sizes["x"]
     if not sizes:
-        raise ValueError(
-            f"No RGB uint8 image in the SpatialData object (images: {list(sdata.images)}); pass `image_key=`."
-        )
+        if not sdata.images:
+            raise ValueError(
+                "The SpatialData object has no image; add the H&E (e.g. with `stpredict.io.read_st`)."
+            )
+        for k, el in sdata.images.items():  # say what is wrong with the images there are
+            full = full_resolution(el)
+            check_image_array(
+                full.dtype, full.sizes.get("c"), f"No RGB uint8 image in the SpatialData object; image {k!r}"
+            )
     best = max(sizes, key=sizes.get)
     if sum(v == sizes[best] for v in sizes.values()) > 1:
         raise ValueError(f"Several RGB images of the same size {sorted(sizes)}; pass `image_key=`.")

@@ -18,6 +18,7 @@ from spatialdata.transformations import Identity, Scale, Sequence, get_transform
 
 from .._constants import DEFAULT_PIXEL_CS, MICRON_CS_SUFFIX
 from .._logging import logger
+from ._validate import check_mpp_value
 
 __all__ = [
     "add_micron_cs",
@@ -182,8 +183,7 @@ def set_mpp(
     The name of the micron coordinate system (e.g. ``"um"`` or ``"C2_um"``).
 
     """
-    if not np.isfinite(mpp) or mpp <= 0:
-        raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}.")
+    mpp = check_mpp_value(mpp)
     element = _get_element(sdata, image_key)
     transformations = get_transformation(element, get_all=True)
     pixel_systems = [cs for cs in transformations if not is_micron_cs(cs)]

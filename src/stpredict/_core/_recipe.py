@@ -12,6 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _constants as C
+from ._validate import check_int, check_names, check_number
 
 __all__ = ["Recipe", "normalize_counts", "recipe_from_table", "select_genes"]
 
@@ -23,6 +24,12 @@ class Recipe:
     genes: list[str]
     target_sum: float = 1e4
     log1p: bool = True
+
+    def __post_init__(self) -> None:
+        self.genes = check_names("genes", self.genes)
+        if not self.genes:
+            raise ValueError("`genes` is empty; give at least one gene.")
+        self.target_sum = check_number("target_sum", self.target_sum)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready values (stored in checkpoints and in prediction tables' ``uns``)."""
@@ -45,6 +52,11 @@ def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None
     The total is over *all* genes of the table (as ``sc.pp.normalize_total``); footprints with no
     counts get zeros.
     """
+    if not table.var_names.is_unique:
+        dup = list(table.var_names[table.var_names.duplicated()].unique()[:5])
+        raise ValueError(
+            f"The table has duplicate gene names {dup}; make them unique (`table.var_names_make_unique()`)."
+        )
     missing = [g for g in recipe.genes if g not in table.var_names]
     if missing:
         raise ValueError(f"{len(missing)} model gene(s) are missing from the table, e.g. {missing[:5]}.")
@@ -63,6 +75,7 @@ def select_genes(tables: Sequence[AnnData], n_top: int = 250) -> list[str]:
     Each table contributes the mean of its per-footprint expression fractions, so tables of different
     footprint sizes weigh the same; computed on the tables passed (training data only).
     """
+    n_top = check_int("n_top_genes", n_top)
     if not tables:
         raise ValueError("No table to select genes from.")
     common = pd.Index(tables[0].var_names)

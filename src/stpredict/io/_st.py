@@ -16,6 +16,7 @@ from spatialdata.models import ShapesModel, TableModel
 from .. import _constants as C
 from .._core._image import parse_rgb_image
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
+from .._core._validate import check_int, check_mpp_value, check_name, check_number
 from .._logging import logger
 from ._utils import PathLike, check_files, load_rgb
 
@@ -102,6 +103,12 @@ def infer_mpp_from_grid(spots: pd.DataFrame, pitch_um: float) -> tuple[float, fl
             "Cannot infer the pixel size from the spot grid (fewer than two distinct array positions on both "
             "axes); pass `mpp=` (microns per pixel of the full-resolution image)."
         )
+    if len(slopes) == 2 and abs(slopes[0] - slopes[1]) > 0.25 * max(slopes):
+        raise ValueError(
+            f"The spot grid is inconsistent: pixel_x changes by {slopes[0]:.3g} px per array column and pixel_y by "
+            f"{slopes[1]:.3g} px per array row, but spots are on a square grid. Are the x/y (or pixel_x/pixel_y) "
+            "columns swapped or mislabelled? Fix the spot table, or pass `mpp=` if you know the pixel size."
+        )
     if len(slopes) == 2 and abs(slopes[0] - slopes[1]) > 0.05 * max(slopes):
         logger.warning(
             f"Spot pitch differs between x ({slopes[0]:.1f} px) and y ({slopes[1]:.1f} px); using the mean. "
@@ -182,8 +189,10 @@ def read_st(
         if not isinstance(f, pd.DataFrame | np.ndarray)
     }
     check_files(files, "read_st")
-    if not dataset_id or not isinstance(dataset_id, str):
-        raise ValueError(f"dataset_id must be a non-empty string, got {dataset_id!r}.")
+    check_name("dataset_id", dataset_id)
+    downsample = check_int("downsample", downsample)
+    spot_diameter_um = check_number("spot_diameter_um", spot_diameter_um)
+    pitch_um = check_number("pitch_um", pitch_um)
     pixel_cs = dataset_id
     prefix = f"{dataset_id}_"
     count_df = _read_counts(counts, var_names_make_unique)
@@ -226,10 +235,8 @@ def read_st(
             "pass `mpp=` to override."
         )
     else:
-        if not np.isfinite(mpp) or mpp <= 0:
-            raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}.")
         mpp_source = "given"
-    mpp = float(mpp)
+    mpp = check_mpp_value(mpp, "mpp" if mpp_source == "given" else "pixel size inferred from the spot grid")
 
     img = parse_rgb_image(
         arr,

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from spatialdata import SpatialData
 
-from .._core import Recipe, default_image_key, select_genes
+from .._core import Recipe, check_he, default_image_key, select_genes
+from .._core._validate import check_int, check_names, check_table_counts
 from .._logging import logger
 from .._settings import settings
 from .._types import ModelName, PresetName
@@ -211,7 +212,16 @@ class BaseModel:
     ) -> tuple[list[SpatialData], list[str], list[str], list[int], list[int]]:
         """Check the sections and tables, choose genes on the training sections; build the module."""
         sdatas = _as_list(sdata)
-        tables = _as_list(tables)
+        for i, s in enumerate(sdatas):
+            if not isinstance(s, SpatialData):
+                hint = (
+                    " (read it first: `spatialdata.read_zarr(path)`)"
+                    if isinstance(s, str | os.PathLike)
+                    else ""
+                )
+                raise TypeError(f"Section {i} must be a SpatialData object, got {type(s).__name__}{hint}.")
+        tables = check_names("tables", tables)
+        n_top_genes = check_int("n_top_genes", n_top_genes)
         keys = _as_list(image_key) if image_key is not None else [default_image_key(s) for s in sdatas]
         if len(keys) == 1 and len(sdatas) > 1:
             keys = keys * len(sdatas)
@@ -223,10 +233,12 @@ class BaseModel:
         train_idx = [i for i in range(len(sdatas)) if i not in val_idx]
         if not train_idx:
             raise ValueError("Every section is held out for validation; keep at least one for training.")
-        for i, s in enumerate(sdatas):
+        for i, (s, k) in enumerate(zip(sdatas, keys, strict=True)):
+            check_he(s, k)
             for t in tables:
                 if t not in s.tables:
                     raise KeyError(f"Table {t!r} not found in section {i}; its tables: {list(s.tables)}.")
+                check_table_counts(s.tables[t], f"Table {t!r} of section {i}")
         if self.recipe is None:
             genes = select_genes([sdatas[i].tables[t] for i in train_idx for t in tables], n_top_genes)
             self.recipe = Recipe(genes, target_sum=self._target_sum)
@@ -336,9 +348,21 @@ class BaseModel:
                 f"{w_path} does not match the checksum in {_CONFIG}: the checkpoint is truncated or was modified. "
                 "Save it again or restore the file."
             )
+        missing = [k for k in ("architecture", "recipe", "weights_sha256") if k not in config]
+        if missing:
+            raise ValueError(
+                f"{path / _CONFIG} lacks the key(s) {missing}: it is not a complete stpredict checkpoint. Save the "
+                "model again with `model.save(path)`."
+            )
         arch = dict(config["architecture"])
-        recipe = Recipe.from_dict(config["recipe"])
-        model = cls(None, target_sum=recipe.target_sum, **arch)
+        try:
+            recipe = Recipe.from_dict(config["recipe"])
+            model = cls(None, target_sum=recipe.target_sum, **arch)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{path / _CONFIG} does not describe a {cls.__name__} this stpredict can build ({exc}); it was written "
+                f"by stpredict {config.get('stpredict_version')!r}. Save it again, or load it with the version that wrote it."
+            ) from exc
         model.recipe = recipe
         model._build(load_weights=False)
         state = torch.load(w_path, map_location="cpu", weights_only=True)

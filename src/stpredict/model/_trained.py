@@ -11,6 +11,7 @@ import torch
 from spatialdata import SpatialData
 
 from .. import _docs
+from .._core._validate import check_int, check_number
 from .._settings import settings
 from ..train import TrainingPlan, fit
 from ._base import BaseModel
@@ -133,8 +134,17 @@ class TrainedModel(BaseModel):
                 f"{type(self).__name__}.train() got unexpected argument(s) {sorted(options)}; "
                 f"its model-specific training arguments are {valid}."
             ) from None
-        seed = settings.seed if seed is None else int(seed)
-        batch_size = self.default_batch_size if batch_size is None else int(batch_size)
+        seed = settings.seed if seed is None else check_int("seed", seed, minimum=0)
+        batch_size = self.default_batch_size if batch_size is None else check_int("batch_size", batch_size)
+        max_epochs = check_int("max_epochs", max_epochs)
+        steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
+        lr = check_number("lr", lr)
+        weight_decay = check_number("weight_decay", weight_decay, minimum=0, inclusive=True)
+        lam = check_number("lam", lam, minimum=0, inclusive=True)
+        if patience is not None:
+            patience = check_int("patience", patience)
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
         sdatas, tables, keys, train_idx, val_idx = self._prepare(
             sdata, tables, image_key, validation, n_top_genes

@@ -14,6 +14,7 @@ from spatialdata import SpatialData
 from .. import _constants as C
 from .. import _docs
 from .._core import (
+    check_rgb,
     default_image_key,
     full_resolution,
     get_mpp,
@@ -22,6 +23,7 @@ from .._core import (
     recipe_from_table,
     summarize_pcc,
 )
+from .._core._validate import check_number, check_sequence
 from ..pp._tissue import tissue_mask
 
 __all__ = ["compare", "expression_map", "gene_scores"]
@@ -104,6 +106,7 @@ def expression_map(
             f"No dense map {dense_key!r}; run `stpredict.tl.predict_dense(sdata, model, key_added={key!r})`."
         )
     image_key = image_key or default_image_key(sdata)
+    check_rgb(sdata, image_key)
     dense = full_resolution(sdata.images[dense_key])
     genes = [str(c) for c in dense.coords["c"].values]
     if gene not in genes:
@@ -113,9 +116,21 @@ def expression_map(
     he = full_resolution(sdata.images[image_key])
     mpp, dmpp = get_mpp(sdata, image_key), get_mpp(sdata, dense_key)
     W_um, H_um = he.sizes["x"] * mpp, he.sizes["y"] * mpp
-    x0, y0, x1, y1 = (0.0, 0.0, W_um, H_um) if crop is None else map(float, crop)
+    if crop is None:
+        x0, y0, x1, y1 = 0.0, 0.0, W_um, H_um
+    else:
+        vals = check_sequence("crop", crop, allow_empty=False)
+        if len(vals) != 4:
+            raise ValueError(f"crop must be (x0, y0, x1, y1) in µm, got {crop!r}.")
+        x0, y0, x1, y1 = (check_number("crop", v, minimum=None) for v in vals)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"crop must be (x0, y0, x1, y1) in µm with x1 > x0 and y1 > y0, got {crop}.")
+    if x1 <= 0 or y1 <= 0 or x0 >= W_um or y0 >= H_um:
+        raise ValueError(
+            f"crop {crop} (µm) does not overlap the image, which spans x 0–{W_um:.0f} µm and y 0–{H_um:.0f} µm."
+        )
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, W_um), min(y1, H_um)
+    alpha = check_number("alpha", alpha, minimum=0, maximum=1, inclusive=True)
     # H&E: read only the crop, at about the map's resolution
     step = max(1, round(dmpp / mpp))
     hs = (

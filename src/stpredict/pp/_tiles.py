@@ -17,9 +17,9 @@ from spatialdata.transformations import get_transformation
 
 from .. import _constants as C
 from .. import _docs
-from .._core._image import default_image_key, full_resolution
-from .._core._mpp import get_mpp
+from .._core._image import check_he, full_resolution
 from .._core._store import ElementWriter
+from .._core._validate import check_name, check_number
 from .._logging import logger
 from .._types import TileMethod, check_choice
 
@@ -84,10 +84,13 @@ def select_tiles(
 
     """
     check_choice("method", method, TileMethod)
-    image_key = image_key or default_image_key(sdata)
+    image_key, mpp = check_he(sdata, image_key)
+    tile_um = check_number("tile_um", tile_um)
+    if threshold is not None:
+        threshold = check_number("threshold", threshold, minimum=None)
+    key_added = check_name("key_added", key_added)
     names = [key_added, f"{key_added}_scores"]
     writer = ElementWriter(sdata, names, overwrite=overwrite, by="pp.select_tiles")
-    mpp = get_mpp(sdata, image_key)
     img = full_resolution(sdata.images[image_key]).transpose("c", "y", "x").data
     t = max(1, round(tile_um / mpp))
     n_rows, n_cols = img.shape[1] // t, img.shape[2] // t

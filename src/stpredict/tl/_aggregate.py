@@ -15,6 +15,7 @@ from .._core import (
     shapes_footprints,
     shapes_table,
 )
+from .._core._validate import check_name, check_names
 from .._types import Aggregation, Coverage, check_choice
 
 __all__ = ["aggregate", "aggregate_table"]
@@ -63,7 +64,7 @@ def aggregate(
     the shapes' own coordinates.
 
     """
-    key_added = key_added or f"{values}_by_{by}"
+    key_added = check_name("key_added", f"{values}_by_{by}" if key_added is None else key_added)
     with ElementWriter(sdata, [key_added], overwrite=overwrite, by="tl.aggregate") as w:
         w.add(
             key_added,
@@ -83,8 +84,9 @@ def aggregate_table(
 ) -> AnnData:
     """The AnnData of :func:`aggregate`, not yet added to ``sdata``."""
     check_choice("how", how, Aggregation)
-    if values not in sdata.images:
-        raise KeyError(f"Image {values!r} not found; available images: {list(sdata.images)}.")
+    check_choice("coverage", coverage, Coverage)
+    check_names("values", values, available=list(sdata.images), kind="image")
+    check_names("by", by, available=list(sdata.shapes), kind="shapes")
     img = full_resolution(sdata.images[values])
     names = (
         [str(c) for c in img.coords["c"].values]
@@ -93,6 +95,7 @@ def aggregate_table(
     )
     data = img.transpose("c", "y", "x").data
     if channels is not None:
+        channels = check_names("channels", channels)
         missing = [c for c in channels if c not in names]
         if missing:
             raise KeyError(f"Channels {missing} not in image {values!r}.")

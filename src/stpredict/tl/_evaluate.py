@@ -12,6 +12,7 @@ from spatialdata import SpatialData
 
 from .. import _constants as C
 from .._core import match_rows, normalize_counts, pcc_per_gene, recipe_from_table, summarize_pcc
+from .._core._validate import check_counts
 from .._logging import logger
 
 __all__ = ["evaluate", "pcc_per_gene", "raster", "ssim_per_gene", "summarize_pcc"]
@@ -62,6 +63,17 @@ def _section_data(
     if truth not in sdata.tables:
         raise KeyError(f"Truth table {truth!r} not found; tables: {list(sdata.tables)}.")
     pt, tt = sdata.tables[pred], sdata.tables[truth]
+    if layer is not None and layer not in tt.layers:
+        raise KeyError(f"Layer {layer!r} not in truth table {truth!r}; its layers: {list(tt.layers)}.")
+    if domain_key is not None and domain_key not in tt.obs:
+        raise KeyError(
+            f"`domain_key` {domain_key!r} is not a column of {truth!r}.obs ({list(tt.obs.columns)})."
+        )
+    check_counts(
+        tt.layers[layer] if layer is not None else tt.X,
+        f"Truth table {truth!r}" + (f" (layer {layer!r})" if layer is not None else ""),
+        integer=layer is None,
+    )
     recipe = recipe_from_table(pt, model)
     genes = [g for g in recipe.genes if g in pt.var_names]
     if len(genes) < len(recipe.genes):
@@ -74,6 +86,11 @@ def _section_data(
     )[pi]
     T = normalize_counts(tt, recipe, layer=layer)[ti].astype(np.float64)
     ok = np.isfinite(P).all(1)
+    if not ok.any():
+        raise ValueError(
+            f"No footprint of {pred!r} has a finite prediction (all NaN): its shapes lie off the image, or the "
+            "prediction failed. Check that the shapes and the image share a coordinate system and overlap."
+        )
     if not ok.all():
         logger.warning(f"{int((~ok).sum())} footprint(s) of {pred!r} have no finite prediction; skipped.")
     lattice = None
@@ -82,7 +99,7 @@ def _section_data(
             tt.obs["array_row"].to_numpy()[ti][ok].astype(int),
             tt.obs["array_col"].to_numpy()[ti][ok].astype(int),
         )
-    domains = tt.obs[domain_key].to_numpy()[ti][ok] if domain_key and domain_key in tt.obs else None
+    domains = tt.obs[domain_key].to_numpy()[ti][ok] if domain_key else None
     return P[ok], T[ok], genes, lattice, domains
 
 

@@ -23,10 +23,18 @@ from .. import _constants as C
 from .. import _docs
 from .._core import (
     ElementWriter,
-    default_image_key,
+    check_he,
     default_scale_factors,
     full_resolution,
-    get_mpp,
+)
+from .._core._validate import (
+    check_int,
+    check_model,
+    check_name,
+    check_names,
+    check_number,
+    check_sequence,
+    check_unique,
 )
 from .._logging import logger
 from .._settings import settings
@@ -152,29 +160,36 @@ def predict_dense(
     version).
 
     """
-    if not getattr(model, "dense", False):
-        raise TypeError(
-            f"{type(model).__name__} predicts one value per footprint, not a dense map; use "
-            "`stpredict.tl.predict_shapes(sdata, model, shapes=[...])` for it."
-        )
-    model._check_trained()
-    key_added = key_added or model.key
-    image_key = image_key or default_image_key(sdata)
-    mpp = get_mpp(sdata, image_key)
+    check_model(model, dense=True)
+    key_added = check_name("key_added", model.key if key_added is None else key_added)
+    image_key, mpp = check_he(sdata, image_key)
     genes = model.genes
     n_genes = len(genes)
+    out_mpp = check_number("out_mpp", out_mpp)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=16)
+    margin = None if margin is None else check_int("margin", margin, minimum=0)
     engine = model.engine(sdata, image_key=image_key, out_mpp=out_mpp, chunk_size=chunk_size, margin=margin)
-    bins_um = [int(b) for b in bins_um]
+    max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
+    if tissue_threshold is not None:
+        tissue_threshold = check_number(
+            "tissue_threshold", tissue_threshold, minimum=0, maximum=1, inclusive=True
+        )
+    if tiles is not None:
+        check_names("tiles", tiles, available=list(sdata.shapes), kind="shapes")
+    bins_um = [
+        check_int("bins_um", b) for b in check_sequence("bins_um", bins_um)
+    ]  # whole µm, as Space Ranger
+    check_unique("bins_um", bins_um)
     ks = {}
     for b in bins_um:
         k = b / out_mpp
         if abs(k - round(k)) > 1e-6 or round(k) < 1:
-            raise ValueError(f"Bin size {b} µm is not a multiple of out_mpp={out_mpp} µm.")
+            raise ValueError(
+                f"Bin size {b} µm is not a multiple of out_mpp={out_mpp:g} µm; choose bins that are multiples of "
+                "`out_mpp`, or change `out_mpp`."
+            )
         ks[b] = round(k)
-    shapes = list(shapes or [])
-    for s in shapes:
-        if s not in sdata.shapes:
-            raise KeyError(f"Shapes {s!r} not found; available shapes: {list(sdata.shapes)}.")
+    shapes = check_names("shapes", shapes or [], available=list(sdata.shapes), kind="shapes")
     dense_name = f"{key_added}_dense"
     names = [dense_name]
     for b in bins_um:
@@ -191,6 +206,17 @@ def predict_dense(
         mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
     else:
         mask = np.ones((Hd, Wd), bool)
+    if not mask.any():
+        raise ValueError(
+            f"No tissue found in image {image_key!r}: "
+            + (
+                f"no map pixel lies in a tile of {tiles!r}."
+                if tiles is not None
+                else "the tissue mask (Otsu on colour saturation"
+                + (f", threshold {tissue_threshold:g}" if tissue_threshold is not None else "")
+                + ") is empty. Pass `tissue=False` to predict everywhere, or a lower `tissue_threshold`."
+            )
+        )
     params = {
         "model_genes": list(genes),
         "recipe": model.recipe.to_dict(),

@@ -8,7 +8,8 @@ from typing import Any
 from spatialdata import SpatialData
 
 from .. import _docs
-from .._core import ElementWriter, default_image_key, get_mpp, shapes_table
+from .._core import ElementWriter, check_he, get_mpp, shapes_table
+from .._core._validate import check_int, check_model, check_name, check_names
 from .._logging import logger
 from .._version import __version__
 
@@ -65,17 +66,12 @@ def predict_shapes(
     centroids and ``uns["stpredict"]`` = model class, recipe and image.
 
     """
-    from ..model import BaseModel  # torch: only when a model is used
-
-    if not isinstance(model, BaseModel):
-        raise TypeError(f"model must be a trained stpredict model, got {type(model).__name__}.")
-    model._check_trained()
-    shapes = [shapes] if isinstance(shapes, str) else list(shapes)
-    for s in shapes:
-        if s not in sdata.shapes:
-            raise KeyError(f"Shapes {s!r} not found; available shapes: {list(sdata.shapes)}.")
-    image_key = image_key or default_image_key(sdata)
-    key_added = key_added or model.key
+    check_model(model)
+    shapes = check_names("shapes", shapes, available=list(sdata.shapes), kind="shapes")
+    image_key, _ = check_he(sdata, image_key)
+    key_added = check_name("key_added", model.key if key_added is None else key_added)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size)
     names = [f"{key_added}_{s}" for s in shapes]
     writer = ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_shapes")
     kw = {"image_key": image_key, "device": device}
