@@ -99,6 +99,17 @@ def _train(env, s=None, **kw):
     return stp.tl.train(env.slide if s is None else s, **kw)
 
 
+def _off_image(env):
+    """Measured spots whose shapes were moved off the image (misaligned transformations)."""
+    from spatialdata.models import ShapesModel
+
+    s = _slide_with(env, table="visium_spots")
+    far = s.shapes[SPOTS].copy()
+    far.geometry = far.geometry.translate(100_000, 100_000)
+    s.shapes[SPOTS] = ShapesModel.parse(far)
+    return _train(env, s, tables="visium_spots")
+
+
 def _collide(env):
     s = _fresh(env)
     s.tables["pixnet_square_016um"] = env.slide.tables["square_016um"].copy()  # the user's own table
@@ -313,6 +324,7 @@ CASES = [
     ),
     ("tr-empty-table", lambda e: _train(e, _slide_with(e, empty=True)), ValueError, "empty"),
     ("tr-uint16-image", lambda e: _train(e, _uint16_slide(e)), ValueError, "uint16"),
+    ("tr-shapes-off-image", _off_image, ValueError, "lies on image.*not aligned"),
     # ---- train: arguments
     ("tr-genes-dup", lambda e: _train(e, genes=[e.genes[0], e.genes[0]]), ValueError, "duplicate"),
     ("tr-n-top-neg", lambda e: _train(e, n_top_genes=-1), ValueError, "`n_top_genes` must be >= 1"),

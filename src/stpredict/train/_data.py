@@ -73,7 +73,9 @@ def load_section(
 
     With ``tiles`` (a shapes element of selected tiles), only footprints centred in a tile are kept.
     """
-    image, (sx, sy) = Pyramid.from_sdata(sdata, image_key).resampled(train_mpp / get_mpp(sdata, image_key))
+    pyramid = Pyramid.from_sdata(sdata, image_key)
+    H0, W0 = pyramid.shape
+    image, (sx, sy) = pyramid.resampled(train_mpp / get_mpp(sdata, image_key))
     sec = SectionData(name=name, image=image, mpp=train_mpp)
     to_train = np.diag([1.0 / sx, 1.0 / sy, 1.0])
     for t in tables:
@@ -81,6 +83,21 @@ def load_section(
         if len(fp) == 0:
             logger.warning(f"Table {t!r} of {name!r} has no footprint; skipped.")
             continue
+        cx, cy = fp.centres[:, 0], fp.centres[:, 1]
+        inside = (cx >= 0) & (cx < W0) & (cy >= 0) & (cy < H0)
+        if not inside.any():
+            raise ValueError(
+                f"No footprint of table {t!r} ({name}) lies on image {image_key!r}: the image spans x 0–{W0} and "
+                f"y 0–{H0} px, the footprint centres x {cx.min():.0f}–{cx.max():.0f} and y {cy.min():.0f}–{cy.max():.0f} "
+                "px. The shapes and the image are not aligned: check the shapes' transformations (coordinate systems) "
+                "and that they belong to this image."
+            )
+        if not inside.all():
+            logger.warning(
+                f"{int((~inside).sum())} of {len(fp)} footprints of {t!r} ({name}) lie off image {image_key!r}; skipped."
+            )
+            keep = np.nonzero(inside)[0]
+            fp, y = fp.subset(keep), y[keep]
         fp = fp.affine(to_train)
         sec.footprints.append(fp)
         sec.targets.append(y)
