@@ -155,18 +155,18 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _sweep_dead(folder: Path, pattern: str) -> int:
+def _sweep_dead(folder: Path, pattern: str) -> list[str]:
     """Delete the transaction/scratch folders under ``folder`` whose owner process is gone and that did not commit."""
-    n = 0
-    for p in folder.glob(pattern):
+    removed = []
+    for p in sorted(folder.glob(pattern)):
         if not p.is_dir() or (p / "journal.json").exists():
             continue
         owner = _read_json(p / "owner.json")
         if owner is not None and _pid_alive(owner):
             continue
         shutil.rmtree(p, ignore_errors=True)
-        n += 1
-    return n
+        removed.append(p.name)
+    return removed
 
 
 @contextlib.contextmanager
@@ -197,7 +197,7 @@ def scratch_dir() -> Path:
     base = Path(tempfile.gettempdir())
     swept = _sweep_dead(base, "stpredict-*")
     if swept:
-        logger.info(f"Removed {swept} scratch folder(s) left in {base} by interrupted runs.")
+        logger.info(f"Removed {len(swept)} scratch folder(s) left in {base} by interrupted runs.")
     path = Path(tempfile.mkdtemp(prefix="stpredict-", dir=base))
     _write_owner(path)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
@@ -323,10 +323,9 @@ def recover_store(path: str | os.PathLike) -> list[str]:
                 )
                 _apply(store, tx)
                 done.append(tx.name)
-        for tx in sorted(hidden.glob("tx-*")):
-            if tx.is_dir() and _sweep_dead(hidden, tx.name):
-                logger.info(f"Removed the unfinished write {tx.name} of an interrupted run.")
-                done.append(tx.name)
+        for name in _sweep_dead(hidden, "tx-*"):
+            logger.info(f"Removed the unfinished write {name} of an interrupted run.")
+            done.append(name)
     return done
 
 

@@ -112,12 +112,12 @@ def check_names(
     """One name or a list of names (str); with ``available``, each must be one of them."""
     if isinstance(value, str):
         values = [value]
-    elif isinstance(value, os.PathLike) or not isinstance(value, Sequence | np.ndarray | set | tuple):
+    elif isinstance(value, os.PathLike) or _is_real(value) or not hasattr(value, "__iter__"):
         raise TypeError(
             f"`{name}` must be a name or a list of names, got {value!r} ({type(value).__name__})."
         )
     else:
-        values = list(value)
+        values = check_sequence(name, value)
     bad = [v for v in values if not isinstance(v, str)]
     if bad:
         raise TypeError(f"`{name}` must contain names (str); got {bad[:3]!r}.")

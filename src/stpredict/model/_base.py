@@ -28,7 +28,7 @@ import torch
 from spatialdata import SpatialData
 
 from .._core import Recipe, check_he, default_image_key, select_genes
-from .._core._validate import check_int, check_names, check_table_counts
+from .._core._validate import check_int, check_names, check_number, check_table_counts
 from .._logging import logger
 from .._settings import settings
 from .._types import ModelName, PresetName
@@ -201,6 +201,17 @@ class BaseModel:
             f"{type(self).__name__}(encoder={self.config.get('encoder')!r}, genes={len(self.genes)}, "
             f"train_mpp={self.config.get('train_mpp')}, {state})"
         )
+
+    def _fit_args(
+        self, seed: int | None, batch_size: int | None, lam: float, progress: bool | None
+    ) -> tuple[int, int, float, bool]:
+        """The checked arguments every ``train`` shares, with the defaults filled in: seed, batch size, λ, progress."""
+        seed = settings.seed if seed is None else check_int("seed", seed, minimum=0)
+        batch_size = self.default_batch_size if batch_size is None else check_int("batch_size", batch_size)
+        lam = check_number("lam", lam, minimum=0, inclusive=True)
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
+        return seed, batch_size, lam, settings.progress_bar if progress is None else progress
 
     def _prepare(
         self,

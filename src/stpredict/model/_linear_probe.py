@@ -168,14 +168,12 @@ class LinearProbe(DenseModel):
         ``self``, fitted; the fit is recorded in :attr:`history` and :attr:`training_params`.
 
         """
-        seed = settings.seed if seed is None else int(seed)
-        batch_size = self.default_batch_size if batch_size is None else int(batch_size)
+        seed, batch_size, lam, progress = self._fit_args(seed, batch_size, lam, progress)
         torch.manual_seed(seed)  # the (random-init) encoder is built from this seed, as PixNet's
         sdatas, tables, keys, train_idx, val_idx = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
-        progress = settings.progress_bar if progress is None else bool(progress)
         t0 = time.perf_counter()
         data = {}
         try:

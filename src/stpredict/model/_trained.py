@@ -134,23 +134,18 @@ class TrainedModel(BaseModel):
                 f"{type(self).__name__}.train() got unexpected argument(s) {sorted(options)}; "
                 f"its model-specific training arguments are {valid}."
             ) from None
-        seed = settings.seed if seed is None else check_int("seed", seed, minimum=0)
-        batch_size = self.default_batch_size if batch_size is None else check_int("batch_size", batch_size)
+        seed, batch_size, lam, progress = self._fit_args(seed, batch_size, lam, progress)
         max_epochs = check_int("max_epochs", max_epochs)
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
         lr = check_number("lr", lr)
         weight_decay = check_number("weight_decay", weight_decay, minimum=0, inclusive=True)
-        lam = check_number("lam", lam, minimum=0, inclusive=True)
         if patience is not None:
             patience = check_int("patience", patience)
-        if progress is not None and not isinstance(progress, bool):
-            raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
         sdatas, tables, keys, train_idx, val_idx = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
-        progress = settings.progress_bar if progress is None else bool(progress)
         plan = self._training_plan(
             TrainingRun(
                 sdatas,

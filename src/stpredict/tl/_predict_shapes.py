@@ -76,7 +76,7 @@ def predict_shapes(
     writer = ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_shapes")
     kw = {"image_key": image_key, "device": device}
     if batch_size is not None:
-        kw["batch_size"] = int(batch_size)
+        kw["batch_size"] = batch_size
     params = {
         "model": type(model).__name__,
         "model_genes": list(model.genes),
