@@ -29,12 +29,18 @@ extensions = [
 autosummary_generate = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autosummary_imported_members = False
+autoclass_content = "class"
+add_module_names = False
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 nb_execution_mode = "off"  # tutorials are stored executed
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+# ".rst" first: autosummary writes its generated API stubs with the first suffix, and the stubs are reST (as .md
+# they would be parsed as Markdown and every API page would show the raw directives; tests/test_docs.py checks).
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+templates_path = ["_templates"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", None),

@@ -487,7 +487,7 @@ CLI_CASES = [
             "cpu",
         ],
         1,
-        "max_epochs",
+        "`--epochs`",  # the CLI's flag, not the Python argument max_epochs
     ),
     (
         "predict-no-ckpt",

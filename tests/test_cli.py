@@ -45,7 +45,8 @@ def test_train_and_predict_round_trip_a_zarr(tmp_path, capsys):
     assert {"pixnet_square_016um", "pixnet_synthetic_visium_spots"} <= set(back.tables)
     assert back.tables["pixnet_square_016um"].n_vars == 4
     assert main(argv) == 1  # a data error: one line, no traceback
-    assert "overwrite=True" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "`--overwrite`" in err and "overwrite=True" not in err  # the CLI's flag, not the Python argument
     assert main([*argv, "--key-added", "again"]) == 0
     with pytest.warns(FutureWarning, match="--key-added"):
         assert main([*argv, "--key", "old"]) == 0
@@ -78,8 +79,35 @@ def test_info_and_entry_point(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "table  square_016um" in res.stdout and "µm/px" in res.stdout
+    assert "counts" in res.stdout.split("table  square_016um")[1].splitlines()[0]
+    assert "no parent found" not in res.stderr  # ome-zarr's warning about labels is silenced
 
 
 def test_read_st_cli_needs_inputs(capsys):
     assert main(["read-st"]) == 2
     assert "--section" in capsys.readouterr().err
+
+
+def test_info_says_predictions_are_not_counts(tmp_path, capsys):
+    _demo(tmp_path)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "synthetic.zarr")]) == 0
+    lines = {ln.split(":")[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert "predicted log1p-normalised values" in lines["table  pixnet_square_008um"]
+    assert "counts" not in lines["table  pixnet_square_008um"]
+    assert "counts" in lines["table  square_008um"]
+
+
+def test_every_option_has_help_and_errors_name_flags():
+    from stpredict._cli import _message, build_parser
+
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.help == "==SUPPRESS==" or isinstance(action, type(parser._actions[0])):
+                continue
+            assert action.help, f"stpredict {name} {action.option_strings or action.dest} has no help text"
+        assert "--device" in sub._option_string_actions or name in ("info", "read-st"), name
+    train = parser._subparsers._group_actions[0].choices["train"]
+    msg = _message(ValueError("bad `max_epochs`; pass `overwrite=True` or `data_dir=`, see `seed`"), train)
+    assert msg == "bad `--epochs`; pass `--overwrite` or `data_dir=`, see `--seed`"  # train has no --data-dir

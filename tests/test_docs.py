@@ -66,3 +66,35 @@ def test_key_added_convention():
     sub = build_parser()._subparsers._group_actions[0].choices
     assert "--key-added" in sub["predict"]._option_string_actions
     assert "--model" in sub["train"]._option_string_actions
+
+
+def _check_build():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "check_build.py"
+    spec = importlib.util.spec_from_file_location("check_build", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_api_stubs_are_rest_so_pages_render():
+    """autosummary writes its stubs with the first source suffix; as .md they would show raw directives."""
+    from pathlib import Path
+
+    conf = (Path(__file__).resolve().parents[1] / "docs" / "conf.py").read_text()
+    m = re.search(r"^source_suffix = \{(.*?)\}", conf, re.M | re.S)
+    assert m and m.group(1).strip().startswith('".rst"'), "source_suffix must list .rst first"
+
+
+def test_build_check_flags_raw_directives(tmp_path):
+    """The CI check after sphinx-build fails on a page that shows directives as text, passes a rendered one."""
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    (gen / "stpredict.tl.train.html").write_text(
+        "<p>.. currentmodule:: stpredict.tl</p><p>.. autofunction:: train</p>"
+    )
+    assert _check_build().problems(tmp_path)
+    (gen / "stpredict.tl.train.html").write_text('<dl class="py function"><dt>train(sdata)</dt></dl>')
+    assert _check_build().problems(tmp_path) == []

@@ -2,7 +2,7 @@
 
 The layers, lowest first (``src/stpredict``):
 
-0. ``_constants``, ``_logging``, ``_types``, ``_docs``, ``_version``; 1. ``_settings``; 2. ``_core`` (torch-free
+0. ``_constants``, ``_logging``, ``_types``, ``_docs``, ``_version``; 1. ``_settings``, ``_progress``; 2. ``_core`` (torch-free
 building blocks); 3. ``pp``; 4. ``io``; 5. ``datasets``; 6. ``module`` (nn.Modules); 7. ``train``;
 8. ``model``; 9. ``tl``; 10. ``pl``; 11. ``_cli`` / ``__main__``; the package root on top.
 
@@ -28,6 +28,7 @@ LAYERS = {
     "_docs": 0,
     "_version": 0,
     "_settings": 1,
+    "_progress": 1,
     "_core": 2,
     "pp": 3,
     "io": 4,
@@ -49,6 +50,7 @@ TORCH_FREE = {
     "_docs",
     "_version",
     "_settings",
+    "_progress",
     "_core",
     "pp",
     "io",
@@ -194,7 +196,7 @@ def test_torch_free_calls_do_not_load_torch(tmp_path, make_st_folder):
         stp.pl.gene_scores(per_gene)
         heavy = sorted(m for m in {sorted(TORCH)!r} if m in sys.modules)
         assert not heavy, heavy
-        print("ok", summary.loc["section0", "PCC@M"])
+        print("ok", summary.loc["synthetic", "PCC@M"])
         """
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -112,7 +112,7 @@ per_gene.sort_values("pcc", ascending=False).head(10)""",
         "code",
         """\
 genes = [g for g in ("ERBB2", "FASN", "GNAS") if g in model.genes] or model.genes[:3]
-fig, axes = plt.subplots(1, len(genes), figsize=(6 * len(genes), 6))
+fig, axes = plt.subplots(1, len(genes), figsize=(5.5 * len(genes), 5), layout="constrained")
 for ax, gene in zip(np.atleast_1d(axes), genes, strict=False):
     stp.pl.expression_map(test, gene, ax=ax, show=False)
 plt.show()""",
@@ -229,10 +229,11 @@ true_map = np.log1p(np.divide(truth[genes.index(gene)], total, out=np.zeros_like
 pred_map = sdata["pixnet_dense"]["scale0"].image.sel(c=gene).values
 tissue = total > 0
 vmin, vmax = np.percentile(true_map[tissue], [1, 99])
-fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-for ax, img, title in ((axes[0], true_map, "true"), (axes[1], pred_map, "predicted (trained on 100 µm spots)")):
+fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+fig.suptitle(f"{gene} ({markers[gene]} marker), 2 µm map; the model saw only 100 µm spots")
+for ax, img, title in ((axes[0], true_map, "true"), (axes[1], pred_map, "predicted")):
     im = ax.imshow(np.where(tissue, img, np.nan), vmin=vmin, vmax=vmax, cmap="magma")
-    ax.set_title(f"{gene} ({markers[gene]} marker): {title}")
+    ax.set_title(title)
     ax.axis("off")
 fig.colorbar(im, ax=axes, fraction=0.03, label="log1p normalised")
 plt.show()""",

@@ -36,7 +36,7 @@ def test_metrics_match_independent_implementations(synthetic_small):
     per_gene, summary = stp.tl.evaluate(
         s, pred="pred", truth="square_016um", layer="expected", domain_key="domain"
     )
-    row = summary.loc["section0"]
+    row = summary.loc["section"]
     ref = np.array([pearsonr(P[:, g], T[:, g])[0] if g else np.nan for g in range(6)])
     np.testing.assert_allclose(per_gene["pcc"].to_numpy()[1:], ref[1:], rtol=1e-6)
     assert np.isnan(per_gene["pcc"].iloc[0]) and per_gene["constant"].iloc[0]
@@ -58,14 +58,14 @@ def test_metrics_match_independent_implementations(synthetic_small):
     ref_ssim = structural_similarity(img_t, img_p, data_range=img_t.max() - img_t.min())
     assert per_gene["ssim"].iloc[2] == pytest.approx(ref_ssim, rel=1e-6)
     assert {"ARI_pred_vs_truth", "ARI_pred_vs_domains", "ARI_truth_vs_domains"} <= set(summary.columns)
-    assert s.tables["pred"].uns["stpredict"]["evaluation"]["section0"]["PCC@M"] == pytest.approx(row["PCC@M"])
+    assert s.tables["pred"].uns["stpredict"]["evaluation"]["section"]["PCC@M"] == pytest.approx(row["PCC@M"])
 
 
 def test_perfect_prediction_and_ari(synthetic_small):
     s, _, _ = _with_prediction(synthetic_small, "square_016um", noise=0.0, seed=0)
     per_gene, summary = stp.tl.evaluate(s, pred="pred", truth="square_016um", layer="expected", ssim=False)
-    assert summary.loc["section0", "ARI_pred_vs_truth"] == pytest.approx(1.0)
-    assert summary.loc["section0", "MSE"] == pytest.approx(0.0, abs=1e-10)
+    assert summary.loc["section", "ARI_pred_vs_truth"] == pytest.approx(1.0)
+    assert summary.loc["section", "MSE"] == pytest.approx(0.0, abs=1e-10)
     np.testing.assert_allclose(per_gene["pcc"], 1.0, rtol=1e-6)
     assert adjusted_rand_score([0, 0, 1, 1], [1, 1, 0, 0]) == 1.0  # label permutations do not matter
 
@@ -89,3 +89,16 @@ def test_mismatched_footprints_error(synthetic_small):
         stp.tl.evaluate(s, pred="pred", truth="square_008um")
     with pytest.raises(KeyError, match="Truth table 'nope'"):
         stp.tl.evaluate(s, pred="pred", truth="nope")
+
+
+def test_sections_are_named_by_their_dataset_id(synthetic_small):
+    """Summaries name sections as their readers did (the micron coordinate system's stem), made unique."""
+    from stpredict._core import section_names
+
+    assert section_names([synthetic_small, synthetic_small]) == ["synthetic", "synthetic_2"]
+    s, _, _ = _with_prediction(synthetic_small, "square_016um", noise=0.5, seed=0)
+    s.images["synthetic_full_image"] = synthetic_small.images["synthetic_full_image"]
+    _, summary = stp.tl.evaluate(
+        s, pred="pred", truth="square_016um", layer="expected", ssim=False, ari=False
+    )
+    assert list(summary.index) == ["synthetic"]

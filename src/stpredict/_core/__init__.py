@@ -30,6 +30,8 @@ from ._image import (
     default_scale_factors,
     full_resolution,
     parse_rgb_image,
+    section_name,
+    section_names,
 )
 from ._metrics import pcc_per_gene, summarize_pcc
 from ._mpp import add_micron_cs, get_mpp, is_micron_cs, micron_cs_name, pixel_and_micron_transforms, set_mpp
@@ -64,6 +66,8 @@ __all__ = [
     "pixel_and_micron_transforms",
     "recipe_from_table",
     "recover_store",
+    "section_name",
+    "section_names",
     "select_genes",
     "set_mpp",
     "shapes_footprints",

@@ -17,9 +17,12 @@ import numpy as np
 from PIL import Image
 from spatialdata import SpatialData
 from spatialdata.models import Image2DModel
+from spatialdata.transformations import get_transformation
 
+from .._constants import MICRON_CS_SUFFIX
 from .._logging import logger
 from .._types import Resample, check_choice
+from ._mpp import is_micron_cs
 from ._validate import check_image_array, check_mpp_value
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "default_scale_factors",
     "full_resolution",
     "parse_rgb_image",
+    "section_name",
+    "section_names",
 ]
 
 _FILTERS = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}
@@ -206,6 +211,39 @@ def default_image_key(sdata: SpatialData) -> str:
     if len(sizes) > 1:
         logger.info(f"Using image {best!r}, the largest RGB image; pass `image_key=` to choose another.")
     return best
+
+
+def section_name(sdata: SpatialData, image_key: str | None = None) -> str:
+    """The name a section goes by in progress bars, evaluation summaries and plot titles.
+
+    It is the ``dataset_id`` the readers give the section (``"C5"`` for ``datasets.her2st("C5")``): the pixel
+    coordinate system of the H&E that has a micron coordinate system ``"{dataset_id}_um"`` next to it; failing
+    that, the image key without its ``_full_image`` suffix, or ``"section"`` for a SpatialData without images.
+    """
+    if image_key is None:
+        try:
+            image_key = default_image_key(sdata)
+        except ValueError:
+            return "section"
+    systems = set(get_transformation(sdata.images[image_key], get_all=True))
+    for cs in sorted(systems):
+        if is_micron_cs(cs) and cs != MICRON_CS_SUFFIX and cs[: -len(MICRON_CS_SUFFIX) - 1] in systems:
+            return cs[: -len(MICRON_CS_SUFFIX) - 1]
+    return image_key.removesuffix("_full_image") or image_key
+
+
+def section_names(sdatas: Sequence[SpatialData], image_keys: Sequence[str | None] | None = None) -> list[str]:
+    """:func:`section_name` of each section, made unique (``"synthetic"``, ``"synthetic_2"``, ...)."""
+    names: list[str] = []
+    keys = list(image_keys) if image_keys is not None else [None] * len(sdatas)
+    for s, k in zip(sdatas, keys, strict=True):
+        name = section_name(s, k)
+        unique, i = name, 1
+        while unique in names:
+            i += 1
+            unique = f"{name}_{i}"
+        names.append(unique)
+    return names
 
 
 def default_scale_factors(shape: Sequence[int], smallest: int = 512) -> list[int]:

@@ -43,7 +43,7 @@ from typing import Any
 
 from spatialdata import SpatialData
 
-from .._logging import logger
+from .._logging import logger, quiet_ome_zarr
 from .._version import __version__
 
 __all__ = [
@@ -468,6 +468,7 @@ class ElementWriter:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            back = sd.read_zarr(self.store, selection=("images", "labels"))
+            with quiet_ome_zarr():
+                back = sd.read_zarr(self.store, selection=("images", "labels"))
         for n in lazy:
             getattr(self.sdata, types[n])[n] = getattr(back, types[n])[n]

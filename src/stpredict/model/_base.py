@@ -144,8 +144,17 @@ class BaseModel:
         arch_names, fit_names = cls.architecture_args(), cls.training_args()
         unknown = sorted(set(kwargs) - arch_names - fit_names)
         if unknown:
+            no_loop = sorted(
+                set(unknown) & {"max_epochs", "steps_per_epoch", "lr", "weight_decay", "patience"}
+            )
+            why = (
+                f" It is fitted in one closed-form ridge solve (no epochs, steps or learning rate): pass {no_loop} "
+                "only to the models trained by gradient steps."
+                if no_loop and "max_epochs" not in fit_names
+                else ""
+            )
             raise TypeError(
-                f"{cls.__name__} does not take {unknown}; its architecture arguments are {sorted(arch_names)} "
+                f"{cls.__name__} does not take {unknown}.{why} Its architecture arguments are {sorted(arch_names)}, "
                 f"and its training arguments {sorted(fit_names - {'tables', 'image_key', 'validation', 'n_top_genes'})}."
             )
         arch = {k: v for k, v in kwargs.items() if k in arch_names}

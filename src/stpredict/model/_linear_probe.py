@@ -10,10 +10,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 from spatialdata import SpatialData
-from tqdm.auto import tqdm
 
 from .. import _docs
+from .._core import section_names
 from .._logging import logger
+from .._progress import tqdm
 from .._settings import settings
 from .._types import Coverage
 from ..module import LinearProbeModule, to_torch_sparse
@@ -109,7 +110,7 @@ class LinearProbe(DenseModel):
         ).fixed_batches(batch_size)
         net = self.module.to(device).eval()
         X, Y = [], []
-        for b in tqdm(batches, desc=f"features {section.name}", disable=not progress, leave=False):
+        for b in tqdm(batches, desc=f"features {section.name}", progress=progress, leave=False):
             X.append(
                 net.pooled(b.images.to(device), to_torch_sparse(b.A, device=device)).float().cpu().numpy()
             )
@@ -174,6 +175,7 @@ class LinearProbe(DenseModel):
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
+        names = section_names(sdatas, keys)
         t0 = time.perf_counter()
         data = {}
         try:
@@ -184,7 +186,7 @@ class LinearProbe(DenseModel):
                     tables=tables,
                     recipe=self.recipe,
                     train_mpp=self.train_mpp,
-                    name=f"section{i}",
+                    name=names[i],
                     tiles=tiles if i in train_idx else None,  # as TrainingRun.tiles_for
                 )
                 data[i] = self._features(

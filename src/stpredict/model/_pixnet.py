@@ -135,7 +135,7 @@ class PixNet(DenseModel, TrainedModel):
                 tables=run.tables,
                 recipe=self.recipe,
                 train_mpp=self.train_mpp,
-                name=f"section{i}",
+                name=run.names[i],
                 tiles=run.tiles_for(i),
             )
             for i, sdata in enumerate(run.sdatas)

@@ -101,7 +101,7 @@ class SpotRegressor(TrainedModel):
             key = run.image_keys[i]
             parts = [
                 section_footprints(
-                    sdata, t, key, recipe=self.recipe, tiles=run.tiles_for(i), name=f"section{i}"
+                    sdata, t, key, recipe=self.recipe, tiles=run.tiles_for(i), name=run.names[i]
                 )
                 for t in run.tables
             ]

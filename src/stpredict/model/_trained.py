@@ -11,6 +11,7 @@ import torch
 from spatialdata import SpatialData
 
 from .. import _docs
+from .._core import section_names
 from .._core._validate import check_int, check_number
 from .._settings import settings
 from ..train import TrainingPlan, fit
@@ -41,6 +42,7 @@ class TrainingRun:
     device: torch.device
     progress: bool
     options: Any
+    names: list[str] = dataclasses.field(default_factory=list)
 
     def tiles_for(self, i: int) -> str | None:
         """The tiles that restrict section ``i``'s footprints: only training sections are restricted."""
@@ -146,6 +148,7 @@ class TrainedModel(BaseModel):
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
+        names = section_names(sdatas, keys)
         plan = self._training_plan(
             TrainingRun(
                 sdatas,
@@ -161,11 +164,13 @@ class TrainedModel(BaseModel):
                 dev,
                 progress,
                 opts,
+                names,
             )
         )
         self.training_params = {
             "tables": tables,
             "n_sections": len(sdatas),
+            "sections": names,
             "validation": val_idx,
             "max_epochs": max_epochs,
             "steps_per_epoch": steps_per_epoch,
@@ -189,6 +194,7 @@ class TrainedModel(BaseModel):
             weight_decay=weight_decay,
             patience=patience,
             progress=progress,
+            desc=f"training {type(self).__name__} on {', '.join(names[i] for i in train_idx)}",
         )
         self._after_fit(plan)
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +22,7 @@ from .._core import (
     match_rows,
     normalize_counts,
     recipe_from_table,
+    section_name,
     summarize_pcc,
 )
 from .._core._validate import check_number, check_sequence
@@ -52,6 +54,19 @@ def _scale_bar(ax, length_um: float | None, extent: tuple[float, float, float, f
     ax.text(xs, yb - 0.02 * (y1 - y0), f"{length_um:g} µm", va="bottom", ha="left", fontsize=8)
 
 
+def _tissue_box(
+    mask: np.ndarray, mpp: float, size_um: tuple[float, float]
+) -> tuple[float, float, float, float]:
+    """The tissue's bounding box in µm (map pixels of ``mpp``), with a margin of 5% of its size (at least 20 µm)."""
+    W_um, H_um = size_um
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return 0.0, 0.0, W_um, H_um
+    x0, x1, y0, y1 = xs.min() * mpp, (xs.max() + 1) * mpp, ys.min() * mpp, (ys.max() + 1) * mpp
+    m = max(20.0, 0.05 * max(x1 - x0, y1 - y0))
+    return max(0.0, x0 - m), max(0.0, y0 - m), min(W_um, x1 + m), min(H_um, y1 + m)
+
+
 @_docs.doc_params(key=_docs.key_read, image_key=_docs.image_key, show=_docs.show)
 def expression_map(
     sdata: SpatialData,
@@ -61,8 +76,9 @@ def expression_map(
     image_key: str | None = None,
     alpha: float = 0.6,
     cmap: str = "magma",
-    crop: Sequence[float] | None = None,
+    crop: Sequence[float] | Literal["tissue"] | None = "tissue",
     mask_background: bool = True,
+    title: str | None = None,
     scale_bar_um: float | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -86,9 +102,13 @@ def expression_map(
     cmap
         Matplotlib colour map of the expression.
     crop
-        ``(x0, y0, x1, y1)`` in µm from the image's top-left corner (default: the whole image).
+        ``"tissue"`` (default): the bounding box of the tissue (:func:`stpredict.pp.tissue_mask`) with a small
+        margin; ``(x0, y0, x1, y1)`` in µm from the image's top-left corner; ``None``: the whole image.
     mask_background
         Hide the map outside the tissue mask (:func:`stpredict.pp.tissue_mask`).
+    title
+        Axes title (default: the section and the gene, e.g. ``"C5 · ERBB2 (predicted)"``, the section named as in
+        :func:`stpredict.tl.evaluate`).
     scale_bar_um
         Scale bar length in µm (default: a round length of about a fifth of the width).
     ax
@@ -116,8 +136,15 @@ def expression_map(
     he = full_resolution(sdata.images[image_key])
     mpp, dmpp = get_mpp(sdata, image_key), get_mpp(sdata, dense_key)
     W_um, H_um = he.sizes["x"] * mpp, he.sizes["y"] * mpp
+    full_mask = (
+        tissue_mask(sdata, image_key, dense.shape[1:]) if (mask_background or crop == "tissue") else None
+    )
     if crop is None:
         x0, y0, x1, y1 = 0.0, 0.0, W_um, H_um
+    elif isinstance(crop, str):
+        if crop != "tissue":
+            raise ValueError(f"crop must be 'tissue', None or (x0, y0, x1, y1) in µm, got {crop!r}.")
+        x0, y0, x1, y1 = _tissue_box(full_mask, dmpp, (W_um, H_um))
     else:
         vals = check_sequence("crop", crop, allow_empty=False)
         if len(vals) != 4:
@@ -141,9 +168,11 @@ def expression_map(
     ds = (slice(int(y0 / dmpp), int(np.ceil(y1 / dmpp))), slice(int(x0 / dmpp), int(np.ceil(x1 / dmpp))))
     values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
     if mask_background:
-        full_mask = tissue_mask(sdata, image_key, dense.shape[1:])
         values = np.ma.masked_where(~full_mask[ds[0], ds[1]], values)
-    fig, ax = plt.subplots(figsize=(6, 6 * (y1 - y0) / (x1 - x0))) if ax is None else (ax.figure, ax)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, max(2.5, 5.5 * (y1 - y0) / (x1 - x0))), layout="constrained")
+    else:
+        fig = ax.figure
     he_extent = (
         hs[1].start * mpp,
         hs[1].start * mpp + rgb.shape[1] * step * mpp,
@@ -160,9 +189,9 @@ def expression_map(
     im = ax.imshow(values, extent=d_extent, cmap=cmap, alpha=alpha, interpolation="nearest")
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=f"{gene} (log1p normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="log1p normalised")
     _scale_bar(ax, scale_bar_um, (x0, x1, y1, y0))
-    ax.set_title(f"{gene}: predicted ({dense_key})")
+    ax.set_title(title if title is not None else f"{section_name(sdata, image_key)} · {gene} (predicted)")
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
     return _finish(fig, ax, show, return_fig)
@@ -178,6 +207,7 @@ def compare(
     layer: str | None = None,
     cmap: str = "viridis",
     size: float | None = None,
+    ax: Sequence[Axes] | None = None,
     show: bool | None = None,
     return_fig: bool = False,
 ):
@@ -201,6 +231,8 @@ def compare(
         Colour map shared by both panels.
     size
         Marker size (default from the number of footprints).
+    ax
+        Two axes to draw the measured and the predicted panel into (default: a new figure).
     show, return_fig
         As in :func:`expression_map`.
 
@@ -218,16 +250,22 @@ def compare(
     t = normalize_counts(tt, recipe, layer=layer)[ti, recipe.genes.index(gene)]
     xy = np.asarray(tt.obsm[C.SPATIAL_KEY])[ti]
     vmin, vmax = np.nanmin([p.min(), t.min()]), np.nanmax([p.max(), t.max()])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True, layout="constrained")
+    else:
+        axes = list(ax)
+        if len(axes) != 2:
+            raise ValueError(f"ax must be two axes (measured, predicted), got {len(axes)}.")
+        fig = axes[0].figure
     s = size or max(2.0, 4000 / max(len(p), 1))
     r = np.corrcoef(p, t)[0, 1] if np.std(p) > 0 and np.std(t) > 0 else np.nan
-    for ax, v, title in ((axes[0], t, f"measured {gene}"), (axes[1], p, f"predicted {gene} (PCC {r:.2f})")):
-        sc_ = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=s, cmap=cmap, vmin=vmin, vmax=vmax, marker="s")
-        ax.set_title(title)
-        ax.set_aspect("equal")
-        ax.invert_yaxis() if not ax.yaxis_inverted() else None
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for a, v, title in ((axes[0], t, f"measured {gene}"), (axes[1], p, f"predicted {gene} (PCC {r:.2f})")):
+        sc_ = a.scatter(xy[:, 0], xy[:, 1], c=v, s=s, cmap=cmap, vmin=vmin, vmax=vmax, marker="s")
+        a.set_title(title)
+        a.set_aspect("equal")
+        a.invert_yaxis() if not a.yaxis_inverted() else None
+        a.set_xticks([])
+        a.set_yticks([])
     fig.colorbar(sc_, ax=list(axes), fraction=0.03, label="log1p normalised")
     return _finish(fig, axes, show, return_fig)
 
@@ -265,10 +303,12 @@ def gene_scores(
     pcc = per_gene.loc[per_gene["section"] == section, "pcc"].to_numpy(float)
     ok = pcc[np.isfinite(pcc)]
     summ = summarize_pcc(pcc)
-    fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained") if ax is None else (ax.figure, ax)
     ax.hist(ok, bins=bins, color="0.7")
-    for (name, v), color in zip(summ.items(), ("tab:blue", "tab:orange", "tab:red"), strict=True):
-        ax.axvline(v, color=color, lw=2, label=f"{name} = {v:.3f}")
+    # three styles, widest first, so a line that coincides with another (PCC@S ≈ PCC@M) still shows
+    styles = (("tab:blue", "-", 3.0), ("tab:orange", "--", 2.2), ("tab:red", ":", 2.2))
+    for (name, v), (color, ls, lw) in zip(summ.items(), styles, strict=True):
+        ax.axvline(v, color=color, ls=ls, lw=lw, label=f"{name} = {v:.3f}")
     ax.set_xlabel("per-gene PCC")
     ax.set_ylabel("genes")
     ax.set_title(

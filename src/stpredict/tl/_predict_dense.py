@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import shapely
 import spatialdata as sd
-from dask.diagnostics import ProgressBar
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Scale, get_transformation
 from spatialdata.transformations import Sequence as TSequence
@@ -26,6 +24,7 @@ from .._core import (
     check_he,
     default_scale_factors,
     full_resolution,
+    section_name,
 )
 from .._core._validate import (
     check_int,
@@ -37,22 +36,12 @@ from .._core._validate import (
     check_unique,
 )
 from .._logging import logger
-from .._settings import settings
+from .._progress import dask_progress
 from .._version import __version__
 from ..pp._tissue import tiles_mask, tissue_mask
 from ._aggregate import aggregate_table
 
 __all__ = ["predict_dense"]
-
-
-def _has_distributed_client() -> bool:
-    try:
-        from distributed import default_client
-
-        default_client()
-    except (ImportError, ValueError):
-        return False
-    return True
 
 
 def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformations: dict):
@@ -242,8 +231,7 @@ def predict_dense(
             f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({dense.numblocks[1] * dense.numblocks[2]} "
             f"blocks, {int(mask.mean() * 100)}% tissue)."
         )
-        show = settings.progress_bar if progress is None else progress
-        ctx = ProgressBar() if (show and not _has_distributed_client()) else contextlib.nullcontext()
+        ctx = dask_progress(f"predicting {section_name(sdata, image_key)}", progress=progress)
         with engine.running(device), ctx, dask.config.set({"array.slicing.split_large_chunks": False}):
             da.to_zarr(dense, str(store), overwrite=True)
         dense = da.from_zarr(str(store))

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from spatialdata import SpatialData
-from tqdm.auto import tqdm
 
 from .._core import Footprints, Pyramid, footprint_diameters, get_mpp
+from .._progress import tqdm
 from ._augment import colour_jitter
 from ._loss import pixnet_loss
 
@@ -88,7 +88,7 @@ def predict_crops(
     net.eval()
     out = np.empty((len(s), net.n_genes), np.float32)
     starts = range(0, len(out), batch_size)
-    for i in tqdm(starts, desc="crops", disable=not progress, leave=False):
+    for i in tqdm(starts, desc="crops", progress=progress, leave=False):
         idx = np.arange(i, min(i + batch_size, len(out)))
         x = torch.from_numpy(s.crops(idx, size)).permute(0, 3, 1, 2).contiguous()
         out[idx] = net(x.to(device)).float().cpu().numpy()

@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from .._progress import tqdm
 
 __all__ = ["TrainingPlan", "fit"]
 
@@ -46,6 +47,7 @@ def fit(
     weight_decay: float,
     patience: int | None,
     progress: bool,
+    desc: str = "training",
 ) -> list[dict]:
     """Train ``plan.net`` in place with Adam; the epoch loop every trained stpredict model shares.
 
@@ -69,8 +71,9 @@ def fit(
     best, best_state, bad = np.inf, None, 0
     history: list[dict] = []
     start_epoch = len(model.history)
+    epochs = tqdm(range(max_epochs), desc=desc, progress=progress, unit="epoch")
     try:
-        for epoch in range(max_epochs):
+        for epoch in epochs:
             net.train()
             plan.on_epoch_start()
             t0 = time.perf_counter()
@@ -78,7 +81,7 @@ def fit(
             bar = tqdm(
                 range(steps_per_epoch),
                 desc=f"epoch {start_epoch + epoch + 1}",
-                disable=not progress,
+                progress=progress,
                 leave=False,
             )
             for _ in bar:
@@ -100,6 +103,10 @@ def fit(
                 rec.update(plan.validate())
             history.append(rec)
             model.history.append(rec)
+            epochs.set_postfix(
+                {k: f"{v:.4f}" for k, v in rec.items() if k in ("train_loss", "val_loss", "val_pcc")},
+                refresh=False,
+            )
             model.optimizer_state = opt.state_dict()
             if validate and patience is not None:
                 if rec["val_loss"] < best - 1e-6:
@@ -112,6 +119,7 @@ def fit(
         if best_state is not None:
             net.load_state_dict(best_state)
     finally:
+        epochs.close()
         net.eval()
         net.cpu()
     return history

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import sparse
-from tqdm.auto import tqdm
 
 from .._core import footprint_matrix
+from .._progress import tqdm
 from .._types import Coverage
 from ..module import aggregate_map, to_torch_sparse
 from ._augment import augment_array, augment_features, augment_index, colour_jitter
@@ -272,7 +272,7 @@ def evaluate_batches(net, batches: list[Batch], device, *, lam: float, progress:
     """Loss, MSE and mean per-gene PCC over all footprints of fixed batches."""
     net.eval()
     preds, ys = [], []
-    for b in tqdm(batches, desc="validation", disable=not progress, leave=False):
+    for b in tqdm(batches, desc="validation", progress=progress, leave=False):
         preds.append(run_batch(net, b, device, cache=None, frozen=False).cpu())
         ys.append(torch.from_numpy(b.targets))
     p, y = torch.cat(preds), torch.cat(ys)
