@@ -85,7 +85,7 @@ def run_seed(seed: int, args) -> list[dict]:
             (pred,) = stp.tl.predict_shapes(sd, model, shapes=shapes, key_added=f"xs_{name}", overwrite=True)
             t_pred = time.perf_counter() - t1
             _, summary = stp.tl.evaluate(sd, pred=pred, truth=truth, layer="expected", ssim=False, ari=False)
-            r = summary.loc["section0"]
+            r = summary.iloc[0]  # one section
             rows.append(
                 {
                     "seed": seed,

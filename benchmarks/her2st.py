@@ -61,7 +61,7 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
         stp.tl.predict_shapes(sd, model, shapes=f"{test}_spots", key_added=key, overwrite=True)
         t_pred = time.perf_counter() - t1
         _, summary = stp.tl.evaluate(sd, pred=f"{key}_{test}_spots", truth="spots", seed=args.seed)
-        s = summary.loc["section0"]
+        s = summary.loc[test]  # the section is named by its dataset_id
         rows.append(
             {
                 "test": test,

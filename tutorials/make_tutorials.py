@@ -213,7 +213,7 @@ import pandas as pd
 rows = {}
 for s in scales:
     _, summary = stp.tl.evaluate(sdata, pred=f"pixnet_synthetic_{s}", truth=s, layer="expected", ari=False, ssim=False)
-    rows[s] = summary.loc["section0", ["n_footprints", "PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
+    rows[s] = summary.loc["synthetic", ["n_footprints", "PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
 pd.DataFrame(rows).T""",
     ),
     ("md", "## The true and the predicted map of a marker gene"),

@@ -381,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-top-genes", type=int, default=250, help="genes to predict: the top genes by mean")
     p.add_argument("--epochs", type=int, help="training epochs (default: 10; the paper trains 500)")
     p.add_argument("--steps", type=int, help="steps per epoch (default: 50)")
-    p.add_argument("--batch-size", type=int, help="tiles (or crops) per step (default: the preset's; PixNet: 4 on cpu, 8 on paper; baselines: 32)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="tiles (or crops) per step (default: the preset's; PixNet: 4 on cpu, 8 on paper; baselines: 32)",
+    )
     p.add_argument(
         "--seed", type=int, help="random seed of initialisation and sampling (default: settings.seed, 0)"
     )

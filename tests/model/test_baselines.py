@@ -217,7 +217,9 @@ def test_predict_shapes_tables_compare_models(slide, spot, probe):
     np.testing.assert_allclose(t.X, spot.predict_footprints(slide, table="visium_spots"), atol=1e-6)
     for name in ("spot_regressor_synthetic_visium_spots", "linear_probe_synthetic_visium_spots"):
         _, summary = stp.tl.evaluate(slide, pred=name, truth="visium_spots", layer="expected", ari=False)
-        assert np.isfinite(summary.loc["synthetic", "PCC@M"]) and np.isfinite(summary.loc["synthetic", "SSIM"])
+        assert np.isfinite(summary.loc["synthetic", "PCC@M"]) and np.isfinite(
+            summary.loc["synthetic", "SSIM"]
+        )
     with pytest.raises(ValueError, match="overwrite=True"):
         stp.tl.predict_shapes(slide, spot, shapes="synthetic_visium_spots")
     with pytest.raises(KeyError, match="not found"):

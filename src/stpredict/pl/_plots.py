@@ -266,7 +266,7 @@ def compare(
         a.invert_yaxis() if not a.yaxis_inverted() else None
         a.set_xticks([])
         a.set_yticks([])
-    fig.colorbar(sc_, ax=list(axes), fraction=0.03, label="log1p normalised")
+    fig.colorbar(sc_, ax=list(axes), fraction=0.03, shrink=0.85, label="log1p normalised")
     return _finish(fig, axes, show, return_fig)
 
 
