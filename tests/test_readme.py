@@ -3,7 +3,7 @@
 Python blocks are executed in order in one namespace, as a reader pasting them into a notebook would. Two things are
 changed, both only to make the run short: training budgets (``max_epochs``/``steps_per_epoch`` written in the
 README, and the defaults ``tl.train`` would use) become 1 epoch of 2 steps, and ``"path/to/her2st"`` becomes the
-local HER2ST folder. Blocks from the first one that reads HER2ST on are skipped (with a reason) without the data.
+local HER2ST folder, read at a quarter of the resolution (``downsample=4``). Blocks from the first one that reads HER2ST on are skipped (with a reason) without the data.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def test_readme_quick_start_runs(small_training, tmp_path, monkeypatch):
 def test_readme_runs_top_to_bottom(small_training, tmp_path, monkeypatch, request):
     """Every Python block, in order, in one namespace (needs the HER2ST sections)."""
     her2st_dir = request.getfixturevalue("her2st_dir")
-    blocks = [b.replace(HER2ST_PLACEHOLDER, repr(str(her2st_dir))) for b in _blocks("python")]
+    # the sections at a quarter of their resolution (the images' pixel size follows; nothing else changes)
+    local = f"{str(her2st_dir)!r}, downsample=4"
+    blocks = [b.replace(HER2ST_PLACEHOLDER, local) for b in _blocks("python")]
     ns = _run(blocks, tmp_path, monkeypatch)
     test = ns["test"]
     assert {"pixnet_C5_spots", "spot_regressor_C5_spots", "linear_probe_C5_spots"} <= set(test.tables)
