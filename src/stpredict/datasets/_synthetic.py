@@ -164,6 +164,15 @@ def synthetic(
     ``instance_id`` link to its shapes. ``sdata.attrs["stpredict"]`` records the parameters and
     cell types. Shapes are in image pixels (coordinate system ``dataset_id``) and microns.
 
+    Examples
+    --------
+    Train on the simulated 100 µm spots and score the 8 µm bins against the true expression::
+
+        syn = stp.datasets.synthetic(seed=0)
+        model = stp.tl.train(syn, tables="st_spots", n_top_genes=50)
+        stp.tl.predict_dense(syn, model, shapes=["synthetic_square_008um"])
+        stp.tl.evaluate(syn, pred="pixnet_synthetic_square_008um", truth="square_008um", layer="expected")
+
     """
     seed = settings.seed if seed is None else seed
     rng = np.random.default_rng(seed)

@@ -119,6 +119,13 @@ def expression_map(
     -------
     The axes (or the figure with ``return_fig=True``; ``None`` when shown).
 
+    Examples
+    --------
+    ::
+
+        stp.pl.expression_map(sdata, "ERBB2")  # cropped to the tissue
+        stp.pl.expression_map(sdata, "ERBB2", crop=(2000, 2000, 3000, 3000), alpha=0.8)  # a 1 mm window
+
     """
     dense_key = f"{key}_dense"
     if dense_key not in sdata.images:

@@ -205,6 +205,16 @@ def evaluate(
     ``PCC@M``, ``MSE``, ``MAE``, ``RMSE``, ``SSIM``, ``ARI_*``. The summary is also stored in each
     prediction table's ``uns["stpredict"]["evaluation"]``.
 
+    Examples
+    --------
+    Score a prediction on measured spots, or on the synthetic slide's true expression::
+
+        per_gene, summary = stp.tl.evaluate(sdata, pred="pixnet_C5_spots", truth="spots")
+        summary.loc["C5", ["PCC@F", "PCC@S", "PCC@M", "SSIM", "ARI_pred_vs_truth"]]
+        stp.pl.gene_scores(per_gene)
+
+        stp.tl.evaluate(syn, pred="pixnet_synthetic_square_008um", truth="square_008um", layer="expected")
+
     """
     sdatas = list(sdata) if isinstance(sdata, list | tuple) else [sdata]
     names = list(section_names) if section_names is not None else default_section_names(sdatas)

@@ -148,6 +148,18 @@ def predict_dense(
     Every table's ``uns["stpredict"]`` records the run (genes, normalisation recipe, mpp, out_mpp, tiling,
     version).
 
+    Examples
+    --------
+    Predict a held-out section and use its 8 µm bins like measured ones::
+
+        stp.tl.predict_dense(sdata, model, shapes=["C5_spots"])
+        bins = sdata.tables["pixnet_square_008um"]
+        sc.pp.neighbors(bins)
+        sc.tl.leiden(bins)
+        stp.pl.expression_map(sdata, "ERBB2")
+
+    See :func:`stpredict.tl.evaluate` to score the ``pixnet_C5_spots`` table against the measured spots.
+
     """
     check_model(model, dense=True)
     key_added = check_name("key_added", model.key if key_added is None else key_added)
