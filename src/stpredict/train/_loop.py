@@ -55,7 +55,8 @@ def fit(
     record per epoch (``epoch``, ``train_loss``, ``train_pcc``, ``seconds`` and the validation metrics)
     is appended to ``model.history`` and the optimiser state is kept in ``model.optimizer_state``, so
     a saved model resumes where it stopped. With ``patience`` (and validation) training stops after
-    that many epochs without a better validation loss and the best weights are restored.
+    that many epochs without a better validation loss and the best weights are restored. With ``progress``
+    an epoch bar named ``desc`` shows the last losses, above a bar of the current epoch's steps.
 
     Returns
     -------
