@@ -44,9 +44,7 @@ def small_training(monkeypatch):
         return train(*args, **kwargs)
 
     monkeypatch.setattr(stp.tl, "train", small)
-    stp.settings.progress_bar = False
-    yield
-    stp.settings.progress_bar = True
+    monkeypatch.setattr(stp.settings, "progress_bar", False)  # restored afterwards
 
 
 def _run(blocks: list[str], tmp_path, monkeypatch) -> dict:

@@ -122,15 +122,17 @@ def _demo(args: argparse.Namespace) -> int:
     from . import datasets, tl
     from .model import PixNet
 
-    t_start = t_phase = time.perf_counter()  # after the imports (torch, spatialdata: ~10 s cold)
+    t_start = time.perf_counter()  # after the imports (torch, spatialdata: ~10 s cold)
+    t_phase: float | None = None
 
-    def step(msg: str) -> None:
+    def step(msg: str | None) -> None:
+        """Print how long the previous step took, then the next step's title."""
         nonlocal t_phase
         now = time.perf_counter()
-        if msg.startswith("1/"):
+        if t_phase is not None:
+            print(f"   ({now - t_phase:.0f} s)", flush=True)
+        if msg:
             print(msg, flush=True)
-        else:
-            print(f"   ({now - t_phase:.0f} s)\n{msg}", flush=True)
         t_phase = now
 
     out = Path(args.out)
@@ -171,7 +173,7 @@ def _demo(args: argparse.Namespace) -> int:
     png = out / f"pixnet_{gene}.png"
     step(f"4/4 drawing {gene}: dense map over the H&E, true vs predicted 8 µm bins ...")
     _demo_png(sdata, gene, png, pred=pred, truth="square_008um")
-    step("")
+    step(None)
     print(
         f"\nper-gene PCC of predicted vs true 8 µm bins (trained on spots only): median {pcc.median():.3f}, "
         f"mean {pcc.mean():.3f} over {len(pcc)} genes"

@@ -8,6 +8,7 @@ print a ``TqdmWarning: IProgress not found``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from ._settings import settings
 __all__ = ["dask_progress", "progress_enabled", "tqdm"]
 
 
+@functools.cache
 def _tqdm_class() -> type:
     if importlib.util.find_spec("ipywidgets") is not None:
         from tqdm.auto import tqdm as cls
@@ -47,7 +49,7 @@ def _has_distributed_client() -> bool:
 
 
 @contextlib.contextmanager
-def dask_progress(desc: str, *, progress: bool | None = None, leave: bool = True) -> Iterator[None]:
+def dask_progress(desc: str, *, progress: bool | None = None) -> Iterator[None]:
     """A tqdm bar over the tasks of the dask computations run inside the block (local schedulers).
 
     On a ``dask.distributed`` client the tasks run on the workers and are followed in the client's dashboard, so no
@@ -58,5 +60,5 @@ def dask_progress(desc: str, *, progress: bool | None = None, leave: bool = True
         return
     from tqdm.dask import TqdmCallback
 
-    with TqdmCallback(desc=desc, tqdm_class=_tqdm_class(), dynamic_ncols=True, leave=leave):
+    with TqdmCallback(desc=desc, tqdm_class=_tqdm_class(), dynamic_ncols=True):
         yield

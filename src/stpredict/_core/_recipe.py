@@ -12,7 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _constants as C
-from ._validate import check_int, check_names, check_number
+from ._validate import check_int, check_names, check_number, check_unique_var_names
 
 __all__ = ["Recipe", "normalize_counts", "recipe_from_table", "select_genes"]
 
@@ -52,11 +52,7 @@ def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None
     The total is over *all* genes of the table (as ``sc.pp.normalize_total``); footprints with no
     counts get zeros.
     """
-    if not table.var_names.is_unique:
-        dup = list(table.var_names[table.var_names.duplicated()].unique()[:5])
-        raise ValueError(
-            f"The table has duplicate gene names {dup}; make them unique (`table.var_names_make_unique()`)."
-        )
+    check_unique_var_names(table, "The table")
     missing = [g for g in recipe.genes if g not in table.var_names]
     if missing:
         raise ValueError(f"{len(missing)} model gene(s) are missing from the table, e.g. {missing[:5]}.")

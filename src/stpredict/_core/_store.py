@@ -37,6 +37,7 @@ import socket
 import tempfile
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,23 @@ def _element_type(sdata: SpatialData, name: str) -> str | None:
     return None
 
 
+def _merge_registry(record: Any, written: dict[str, Any], removed: Sequence[str]) -> dict[str, Any]:
+    """The ``attrs["stpredict"]`` record with ``removed`` dropped from, and ``written`` added to, its registry."""
+    reg = dict(record or {})
+    reg[_WRITTEN_KEY] = {
+        **{k: v for k, v in dict(reg.get(_WRITTEN_KEY) or {}).items() if k not in removed},
+        **written,
+    }
+    return reg
+
+
 def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> list[str]:
     """Check that ``names`` may be written; return those that will be replaced. Deletes nothing.
 
     An existing name is refused unless ``overwrite=True`` and stpredict wrote that element (it is in
     :func:`written_elements` with the same element type): stpredict never replaces the user's own data.
     """
-    dup = sorted({n for n in names if list(names).count(n) > 1})
+    dup = sorted(n for n, k in Counter(names).items() if k > 1)
     if dup:
         raise ValueError(f"The output names {dup} would be written twice; choose distinct names.")
     existing = [n for n in names if n in sdata]
@@ -240,13 +251,7 @@ def _finish_root(store: Path, written: dict[str, dict], removed: Sequence[str], 
         warnings.simplefilter("ignore")
         root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
         attrs = dict(root.attrs.asdict())
-        reg = dict(attrs.get(_ATTRS_KEY) or {})
-        reg_written = dict(reg.get(_WRITTEN_KEY) or {})
-        for n in removed:
-            reg_written.pop(n, None)
-        reg_written.update(written)
-        reg[_WRITTEN_KEY] = reg_written
-        root.attrs[_ATTRS_KEY] = reg
+        root.attrs[_ATTRS_KEY] = _merge_registry(attrs.get(_ATTRS_KEY), written, removed)
         if consolidate:
             zarr.consolidate_metadata(root.store)
         root.store.close()
@@ -428,11 +433,7 @@ class ElementWriter:
             getattr(self.sdata, types[n])[n] = el
         if self.store is not None:
             self._reload_images(types)
-        reg = dict(self.sdata.attrs.get(_ATTRS_KEY) or {})
-        reg_written = {k: v for k, v in dict(reg.get(_WRITTEN_KEY) or {}).items() if k not in removed}
-        reg_written.update(written)
-        reg[_WRITTEN_KEY] = reg_written
-        self.sdata.attrs[_ATTRS_KEY] = reg
+        self.sdata.attrs[_ATTRS_KEY] = _merge_registry(self.sdata.attrs.get(_ATTRS_KEY), written, removed)
         self.committed = True
 
     def _staged_sdata(self) -> SpatialData:

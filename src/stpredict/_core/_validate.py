@@ -241,13 +241,18 @@ def check_sequence(name: str, value: Any, *, allow_empty: bool = True) -> list[A
     return values
 
 
-def check_table_counts(table: Any, what: str) -> None:
-    """A table of measured raw counts: observations, unique gene names, counts (:func:`check_counts`)."""
-    if table.n_obs == 0 or table.n_vars == 0:
-        raise ValueError(f"{what} is empty ({table.n_obs} observations × {table.n_vars} genes).")
+def check_unique_var_names(table: Any, what: str) -> None:
+    """A table whose gene names (``var_names``) are unique."""
     if not table.var_names.is_unique:
         dup = list(table.var_names[table.var_names.duplicated()].unique()[:5])
         raise ValueError(
             f"{what} has duplicate gene names {dup}; make them unique (`table.var_names_make_unique()`)."
         )
+
+
+def check_table_counts(table: Any, what: str) -> None:
+    """A table of measured raw counts: observations, unique gene names, counts (:func:`check_counts`)."""
+    if table.n_obs == 0 or table.n_vars == 0:
+        raise ValueError(f"{what} is empty ({table.n_obs} observations × {table.n_vars} genes).")
+    check_unique_var_names(table, what)
     check_counts(table.X, what)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from spatialdata import SpatialData
 
-from .._core import Recipe, check_he, default_image_key, select_genes
+from .._core import Recipe, check_he, section_names, select_genes
 from .._core._validate import check_int, check_names, check_number, check_table_counts
 from .._logging import logger
 from .._settings import settings
@@ -229,8 +229,12 @@ class BaseModel:
         image_key: str | Sequence[str] | None,
         validation: int | Sequence[int] | None,
         n_top_genes: int,
-    ) -> tuple[list[SpatialData], list[str], list[str], list[int], list[int]]:
-        """Check the sections and tables, choose genes on the training sections; build the module."""
+    ) -> tuple[list[SpatialData], list[str], list[str], list[int], list[int], list[str]]:
+        """Check the sections and tables, choose genes on the training sections; build the module.
+
+        Returns the sections, tables, image keys, training and validation indices, and the sections' names
+        (:func:`stpredict._core.section_names`, for progress bars and records).
+        """
         sdatas = _as_list(sdata)
         for i, s in enumerate(sdatas):
             if not isinstance(s, SpatialData):
@@ -242,7 +246,7 @@ class BaseModel:
                 raise TypeError(f"Section {i} must be a SpatialData object, got {type(s).__name__}{hint}.")
         tables = check_names("tables", tables)
         n_top_genes = check_int("n_top_genes", n_top_genes)
-        keys = _as_list(image_key) if image_key is not None else [default_image_key(s) for s in sdatas]
+        keys = _as_list(image_key) if image_key is not None else [None] * len(sdatas)
         if len(keys) == 1 and len(sdatas) > 1:
             keys = keys * len(sdatas)
         if len(keys) != len(sdatas):
@@ -254,7 +258,7 @@ class BaseModel:
         if not train_idx:
             raise ValueError("Every section is held out for validation; keep at least one for training.")
         for i, (s, k) in enumerate(zip(sdatas, keys, strict=True)):
-            check_he(s, k)
+            keys[i] = check_he(s, k)[0]  # the default H&E when not given
             for t in tables:
                 if t not in s.tables:
                     raise KeyError(f"Table {t!r} not found in section {i}; its tables: {list(s.tables)}.")
@@ -265,7 +269,7 @@ class BaseModel:
             logger.info(f"Selected {len(genes)} genes by mean expression on the training tables.")
         if self.module is None:
             self._build()
-        return sdatas, tables, keys, train_idx, val_idx
+        return sdatas, tables, keys, train_idx, val_idx, section_names(sdatas, keys)
 
     def train(
         self, sdata: SpatialData | Sequence[SpatialData], **kwargs: Any

@@ -12,7 +12,6 @@ import torch
 from spatialdata import SpatialData
 
 from .. import _docs
-from .._core import section_names
 from .._logging import logger
 from .._progress import tqdm
 from .._settings import settings
@@ -171,11 +170,10 @@ class LinearProbe(DenseModel):
         """
         seed, batch_size, lam, progress = self._fit_args(seed, batch_size, lam, progress)
         torch.manual_seed(seed)  # the (random-init) encoder is built from this seed, as PixNet's
-        sdatas, tables, keys, train_idx, val_idx = self._prepare(
+        sdatas, tables, keys, train_idx, val_idx, names = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
-        names = section_names(sdatas, keys)
         t0 = time.perf_counter()
         data = {}
         try:

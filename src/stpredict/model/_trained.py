@@ -11,7 +11,6 @@ import torch
 from spatialdata import SpatialData
 
 from .. import _docs
-from .._core import section_names
 from .._core._validate import check_int, check_number
 from .._settings import settings
 from ..train import TrainingPlan, fit
@@ -42,7 +41,7 @@ class TrainingRun:
     device: torch.device
     progress: bool
     options: Any
-    names: list[str] = dataclasses.field(default_factory=list)
+    names: list[str]
 
     def tiles_for(self, i: int) -> str | None:
         """The tiles that restrict section ``i``'s footprints: only training sections are restricted."""
@@ -144,11 +143,10 @@ class TrainedModel(BaseModel):
         if patience is not None:
             patience = check_int("patience", patience)
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
-        sdatas, tables, keys, train_idx, val_idx = self._prepare(
+        sdatas, tables, keys, train_idx, val_idx, names = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
         dev = settings.resolve_device(device)
-        names = section_names(sdatas, keys)
         plan = self._training_plan(
             TrainingRun(
                 sdatas,

@@ -234,7 +234,7 @@ def predict_dense(
         "stpredict_version": __version__,
     }
     img_ts = get_transformation(el, get_all=True)
-    lazy_tables: dict[str, tuple[int, np.ndarray]] = {}
+    lazy_tables: dict[str, int] = {}  # table name -> bin size in map pixels
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
         dense = engine.to_dask(mask)
@@ -271,7 +271,7 @@ def predict_dense(
             if X.size <= max_in_memory:
                 X = np.asarray(X.compute(), dtype=np.float32)
             else:
-                lazy_tables[table_name] = (k, mask)
+                lazy_tables[table_name] = k
             side = k * f_out
             obs = pd.DataFrame(
                 {
@@ -300,7 +300,7 @@ def predict_dense(
     added = list(writer.elements)
     if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata
         dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
-        for name, (k, m) in lazy_tables.items():
-            sdata.tables[name].X = _bins(dense, m, k)[0]
+        for name, k in lazy_tables.items():
+            sdata.tables[name].X = _bins(dense, mask, k)[0]
     logger.info(f"Added {added}.")
     return added
