@@ -301,9 +301,13 @@ def _apply(store: Path, tx: Path) -> None:
 def recover_store(path: str | os.PathLike) -> list[str]:
     """Finish or undo what interrupted stpredict writes left in a zarr store.
 
-    Committed transactions are rolled forward; uncommitted ones (staging killed before it finished) are removed
-    when their process no longer runs. Called by every stpredict write into a store; call it yourself after a
-    crash if you want the store tidy before reading it (it opens either way).
+    stpredict stages each write in ``<store>/.stpredict/tx-*/`` (``staged.zarr`` and, once committed,
+    ``journal.json``). A committed transaction is rolled forward: the staged elements are renamed into place under
+    ``images/``, ``shapes/``, ``tables/`` …, the elements they replace are removed, and the provenance registry
+    (root ``attrs["stpredict"]["written"]``) and the consolidated metadata (``zarr.json``) are rewritten. An
+    uncommitted one (staging killed before it finished) is deleted once its process no longer runs; the store's
+    elements are not touched. Every stpredict write into a store calls this first; call it yourself after a crash
+    if you want the store tidy before reading it (it opens either way).
 
     Parameters
     ----------
