@@ -46,11 +46,43 @@ def recipe(args) -> dict[str, dict]:
     }
 
 
+def ssl_weights(sections: dict, test: str, args) -> str | None:
+    """Per fold, an encoder pretrained (SimSiam) on the images of the training sections only.
+
+    The test section's image is not used (``--ssl transductive`` adds it: reported apart). Weights are
+    cached in ``--ssl-dir`` by fold and settings (``tl.pretrain_encoder`` returns a finished file as is).
+    """
+    if args.ssl == "none":
+        return args.encoder_weights
+    names = [s for s in sections if s != test or args.ssl == "transductive"]
+    out = (
+        Path(args.ssl_dir)
+        / f"{args.encoder}_{args.ssl}_{test}_{args.ssl_tiles}_{args.ssl_epochs}x{args.ssl_steps}.pth"
+    )
+    t0 = time.perf_counter()
+    stp.tl.pretrain_encoder(
+        [sections[s] for s in names],
+        out,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        train_mpp=args.train_mpp or 2.0,
+        n_tiles=args.ssl_tiles,
+        max_epochs=args.ssl_epochs,
+        steps_per_epoch=args.ssl_steps,
+        seed=args.seed,
+        progress=False,
+    )
+    print(f"[{test}] SSL encoder on {names}: {out} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return str(out)
+
+
 def run_fold(sections: dict, test: str, args) -> list[dict]:
     train = [sections[s] for s in sections if s != test]
     sd = sections[test]
     rows = []
+    weights = ssl_weights(sections, test, args)
     for method, kw in recipe(args).items():
+        kw = {**kw, "encoder_weights": weights}
         t0 = time.perf_counter()
         model = stp.tl.train(
             train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **kw
@@ -100,7 +132,12 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
             for c, v in r.items()
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    weights = args.encoder_weights or "none (random init, same seed for every method)"
+    weights = (
+        f"SimSiam per fold ({args.ssl}: {'training sections' if args.ssl == 'train' else 'all four'} images, "
+        f"{args.ssl_epochs} × {args.ssl_steps} steps, from {args.encoder_weights or 'random init'})"
+        if args.ssl != "none"
+        else args.encoder_weights or "none (random init, same seed for every method)"
+    )
     head = (
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
         f"encoder {args.encoder}, "
@@ -120,6 +157,16 @@ def main() -> None:
     )
     ap.add_argument("--encoder", default="resnet18", help="timm encoder name (same for all methods)")
     ap.add_argument("--encoder-weights", default=None, help="local pretrained encoder weights file")
+    ap.add_argument(
+        "--ssl",
+        choices=["none", "train", "transductive"],
+        default="none",
+        help="self-supervised encoder per fold: on the training sections' images, or also on the test image",
+    )
+    ap.add_argument("--ssl-epochs", type=int, default=20, help="tl.pretrain_encoder max_epochs")
+    ap.add_argument("--ssl-steps", type=int, default=50, help="tl.pretrain_encoder steps_per_epoch")
+    ap.add_argument("--ssl-tiles", type=int, default=4096, help="tl.pretrain_encoder n_tiles")
+    ap.add_argument("--ssl-dir", default="benchmarks/results/ssl", help="where the per-fold SSL weights go")
     ap.add_argument("--genes", type=int, default=250)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)

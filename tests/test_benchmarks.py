@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,18 @@ def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
     assert sorted(df["test"].unique()) == ["C2", "C3"]
     assert df[["PCC@M", "MSE", "SSIM", "ARI_pred_vs_truth", "train_s"]].notna().all().all()
     assert "| mean | PixNet |" in out.read_text()
+
+
+@pytest.mark.her2st
+def test_her2st_script_with_self_supervised_encoders(tmp_path, her2st_dir):
+    out = tmp_path / "h.md"
+    args = ["--data-dir", str(her2st_dir), "--sections", "C2,C3", "--folds", "C3", "--downsample", "8"]
+    args += ["--genes", "5", "--train-mpp", "8", "--epochs", "1", "--steps", "1"]
+    ssl = ["--ssl", "train", "--ssl-epochs", "1", "--ssl-steps", "1", "--ssl-tiles", "16"]
+    stdout = _run("her2st.py", *args, *ssl, "--ssl-dir", str(tmp_path / "ssl"), "--out", str(out))
+    # the fold's encoder saw only the training section's image
+    assert "[C3] SSL encoder on ['C2']" in stdout and "SimSiam per fold (train" in stdout
+    meta = json.loads(next((tmp_path / "ssl").glob("*C3*.pth.json")).read_text())
+    assert meta["config"]["slides"] == ["C2"]
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert list(df["method"]) == ["PixNet", "SpotRegressor", "LinearProbe"] and df["PCC@M"].notna().all()

@@ -230,3 +230,26 @@ def test_deprecated_tiling_arguments_and_instance_arguments(slide, trained):
         stp.tl.train(slide, tables="st_spots", model=trained, decoder_channels=4)
     with pytest.raises(TypeError, match="does not take"):
         stp.tl.train(slide, tables="st_spots", model=trained, epochs=4)
+
+
+def test_context_keeps_supervised_footprints_away_from_tile_edges(slide):
+    from stpredict._core import Recipe
+    from stpredict.train import TileSampler, load_section
+
+    key = "synthetic_full_image"
+    sec = load_section(
+        slide, image_key=key, tables=["square_016um"], recipe=Recipe(["G000"]), train_mpp=2.0, name="s"
+    )
+    for context in (0, 24):
+        sampler = TileSampler([sec], tile_size=96, context=context, seed=0)
+        for _ in range(20):
+            x0, y0 = sampler._origin(sec, *sec.footprints[0].centres[5], jitter=True)
+            _, _, ids = sampler.tile_targets(sec, x0, y0)
+            for t, rows in ids:
+                b = sec.bounds[t][rows]
+                assert (b[:, :2] >= np.array([x0, y0]) + context).all()
+                assert (b[:, 2:] <= np.array([x0, y0]) + 96 - context).all()
+    with pytest.raises(ValueError, match="half the tile"):
+        TileSampler([sec], tile_size=96, context=48)
+    model = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=3, context=16, **FIT)
+    assert model.history and np.isfinite(model.history[-1]["train_loss"])

@@ -56,6 +56,25 @@ class Preset:
         return {**self.architecture, **self.training}
 
 
+def encoder_weights_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Path and checksum of an encoder weights file, with its pretraining record when it has one.
+
+    Weights written by :func:`stpredict.tl.pretrain_encoder` have a ``{path}.json`` beside them; its
+    settings and last loss are included when the checksum matches.
+    """
+    path = Path(path)
+    info: dict[str, Any] = {"path": os.fspath(path.resolve()), "sha256": _sha256(path)}
+    meta = Path(f"{path}.json")
+    if meta.is_file():
+        try:
+            m = json.loads(meta.read_text())
+        except json.JSONDecodeError:
+            m = {}
+        if m.get("sha256") == info["sha256"]:
+            info["pretraining"] = {**m.get("config", {}), "history": m.get("history", [])[-1:]}
+    return info
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -124,6 +143,9 @@ class BaseModel:
         self.history: list[dict] = []
         self.training_params: dict[str, Any] = {}
         self.optimizer_state: dict | None = None
+        #: Where the encoder's initial weights came from: path, checksum and, for weights from
+        #: :func:`stpredict.tl.pretrain_encoder`, how they were pretrained (saved in checkpoints).
+        self.encoder_weights_info: dict[str, Any] | None = None
         if self.recipe is not None:
             self._build()
 
@@ -197,6 +219,9 @@ class BaseModel:
     def _build(self, *, load_weights: bool = True) -> None:
         """Build :attr:`module` from the architecture (loading pretrained encoder weights unless told not to)."""
         self.module = self.module_class(len(self.genes), **self._module_kwargs(load_weights))
+        w = self.config.get("encoder_weights")
+        if load_weights and w:
+            self.encoder_weights_info = encoder_weights_info(w)
 
     def _check_trained(self) -> None:
         if self.module is None or self.recipe is None:
@@ -329,6 +354,8 @@ class BaseModel:
             "history": self.history,
             "weights_sha256": _sha256(path / _WEIGHTS),
         }
+        if self.encoder_weights_info is not None:
+            config["encoder_weights"] = self.encoder_weights_info
         (path / _CONFIG).write_text(json.dumps(config, indent=2, default=float))
         return path
 
@@ -398,6 +425,7 @@ class BaseModel:
             ) from exc
         model.history = list(config.get("history", []))
         model.training_params = dict(config.get("training", {}))
+        model.encoder_weights_info = config.get("encoder_weights")
         if (path / _OPTIMIZER).is_file():
             model.optimizer_state = torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=False)
         if config.get("stpredict_version") != __version__:

@@ -33,12 +33,16 @@ class PixNetTrainOptions:
         Footprint membership in the loss: ``"center"`` (pixel centre inside) or ``"fraction"``.
     feature_cache_size
         Tiles whose encoder features are cached when ``freeze_encoder=True``.
+    context
+        Supervise only footprints at least this many pixels (at ``train_mpp``) inside the training
+        tile, so that each is seen with image context on every side, as in prediction.
 
     """
 
     max_footprints_per_tile: int = 512
     coverage: Coverage = "center"
     feature_cache_size: int = 2048
+    context: int = 0
 
     def __post_init__(self) -> None:
         check_choice("coverage", self.coverage, Coverage)
@@ -78,7 +82,8 @@ class PixNet(DenseModel, TrainedModel):
     Notes
     -----
     Training options beyond the shared ones of :meth:`train` are the fields of
-    :class:`PixNetTrainOptions` (``max_footprints_per_tile``, ``coverage``, ``feature_cache_size``).
+    :class:`PixNetTrainOptions` (``max_footprints_per_tile``, ``coverage``, ``feature_cache_size``,
+    ``context``).
     Presets (:attr:`presets`, used by :func:`stpredict.tl.train`): ``"paper"`` is the published
     512-wide decoder at 1 µm/px on 384 px tiles, 8 tiles per step; ``"cpu"`` a 64-wide decoder at
     2 µm/px on 192 px tiles, 4 tiles per step, that trains in minutes on a laptop.
@@ -151,6 +156,7 @@ class PixNet(DenseModel, TrainedModel):
             frozen=self.freeze_encoder,
             max_footprints=opts.max_footprints_per_tile,
             coverage=opts.coverage,
+            context=opts.context,
             feature_cache_size=opts.feature_cache_size,
             lam=run.lam,
             seed=run.seed,

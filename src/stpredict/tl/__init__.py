@@ -5,6 +5,16 @@ from ._aggregate import aggregate
 from ._evaluate import evaluate
 from ._predict_dense import predict_dense
 from ._predict_shapes import predict_shapes
+from ._pretrain import pretrain_encoder
 from ._train import train
 
-__all__ = ["aggregate", "evaluate", "predict_dense", "predict_shapes", "tiles_mask", "tissue_mask", "train"]
+__all__ = [
+    "aggregate",
+    "evaluate",
+    "predict_dense",
+    "predict_shapes",
+    "pretrain_encoder",
+    "tiles_mask",
+    "tissue_mask",
+    "train",
+]

@@ -5,7 +5,8 @@
 - :func:`fit`: the epoch loop every trained model shares (optimiser, validation, early stopping,
   progress, history, resume);
 - :func:`fit_ridge`: the linear probe's cross-validated ridge (scikit-learn);
-- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss.
+- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss;
+- :class:`SimSiam` / :func:`pretrain_simsiam`: self-supervised encoder pretraining (``tl.pretrain_encoder``).
 """
 
 from ._crops import Cropper, CropPlan, CropSet, predict_crops
@@ -13,6 +14,7 @@ from ._data import SectionData, load_section, section_footprints
 from ._loop import TrainingPlan, fit
 from ._loss import batch_pcc, pixnet_loss
 from ._ridge import RidgeFit, fit_ridge, mean_pcc, pixnet_score
+from ._ssl import SimSiam, he_augment, hed_jitter, pretrain_simsiam
 from ._tiles import Batch, FeatureCache, TilePlan, TileSampler, evaluate_batches, run_batch
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "FeatureCache",
     "RidgeFit",
     "SectionData",
+    "SimSiam",
     "TilePlan",
     "TileSampler",
     "TrainingPlan",
@@ -30,11 +33,14 @@ __all__ = [
     "evaluate_batches",
     "fit",
     "fit_ridge",
+    "he_augment",
+    "hed_jitter",
     "load_section",
     "mean_pcc",
     "pixnet_loss",
     "pixnet_score",
     "predict_crops",
+    "pretrain_simsiam",
     "run_batch",
     "section_footprints",
 ]

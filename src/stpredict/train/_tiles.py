@@ -50,6 +50,9 @@ class TileSampler:
         At most this many footprints per table and tile (random subset) to bound the step cost.
     coverage
         Footprint membership rule of the aggregation matrices.
+    context
+        Supervise only footprints at least this many pixels inside the tile, so that each is seen
+        with image context on every side, as in prediction (where blocks carry a context margin).
     seed
         Seed of the sampler's random generator.
 
@@ -64,10 +67,16 @@ class TileSampler:
         snap: bool = False,
         max_footprints: int = 512,
         coverage: Coverage = "center",
+        context: int = 0,
         seed: int = 0,
     ) -> None:
         self.sections = list(sections)
         self.tile = int(tile_size)
+        self.context = int(context)
+        if not 0 <= 2 * self.context < self.tile:
+            raise ValueError(
+                f"context ({context} px) must be >= 0 and less than half the tile ({tile_size} px)."
+            )
         self.augment = augment
         self.snap = snap
         self.max_footprints = max_footprints
@@ -100,12 +109,12 @@ class TileSampler:
         return crop
 
     def tile_targets(self, sec: SectionData, x0: int, y0: int, limit: bool = True):
-        """Aggregation matrix and targets of every footprint entirely inside the tile."""
-        T = self.tile
+        """Aggregation matrix and targets of every footprint inside the tile (``context`` px from its edges)."""
+        T, m = self.tile, self.context
         mats, ys, ids = [], [], []
         for t, (fp, b) in enumerate(zip(sec.footprints, sec.bounds, strict=True)):
             inside = np.nonzero(
-                (b[:, 0] >= x0) & (b[:, 1] >= y0) & (b[:, 2] <= x0 + T) & (b[:, 3] <= y0 + T)
+                (b[:, 0] >= x0 + m) & (b[:, 1] >= y0 + m) & (b[:, 2] <= x0 + T - m) & (b[:, 3] <= y0 + T - m)
             )[0]
             if limit and inside.size > self.max_footprints:
                 inside = self.rng.choice(inside, self.max_footprints, replace=False)
@@ -128,7 +137,8 @@ class TileSampler:
             if tries > 50 * batch_size:
                 raise RuntimeError(
                     "Could not sample tiles that contain a whole footprint; increase tile_size so that footprints "
-                    "fit inside a tile."
+                    "fit inside a tile"
+                    + (f" with {self.context} px of context on every side." if self.context else ".")
                 )
             s, t = self.pairs[self.rng.integers(len(self.pairs))]
             sec = self.sections[s]
@@ -292,7 +302,7 @@ class TilePlan:
         dense ``forward``).
     train, val
         Training and validation sections at the training pixel size.
-    tile_size, batch_size, augment, max_footprints, coverage, seed
+    tile_size, batch_size, augment, max_footprints, coverage, context, seed
         Sampling (see :class:`TileSampler`); ``batch_size`` tiles per step.
     frozen
         The encoder is frozen: snap tiles to a grid and cache their encoder features.
@@ -319,6 +329,7 @@ class TilePlan:
         frozen: bool,
         max_footprints: int,
         coverage: Coverage,
+        context: int = 0,
         feature_cache_size: int,
         lam: float,
         seed: int,
@@ -333,6 +344,7 @@ class TilePlan:
             snap=frozen,
             max_footprints=max_footprints,
             coverage=coverage,
+            context=context,
             seed=seed,
         )
         self.val_batches = (
