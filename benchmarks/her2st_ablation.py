@@ -1,0 +1,155 @@
+"""Why does PixNet trail the spot baseline? Ablations on an inner HER2ST split (CPU, minutes per row).
+
+Settings are chosen here, never on a reported leave-one-section-out fold: train on the sections of
+``--train`` (default C2, C3), score the spots of ``--val`` (default C4) against their measured
+expression, with the same 250 genes (chosen on the training sections), seed and scoring as
+``benchmarks/her2st.py``. C5 is used by no row of this script. Each named configuration below is
+a set of ``tl.train`` arguments on top of the ``cpu`` preset; ``--encoder-weights`` (e.g. from
+``tl.pretrain_encoder`` on the training sections' images) is passed to every row::
+
+    python benchmarks/her2st_ablation.py --data-dir ../shared/data/her2st --configs spot,pixnet,pixnet_4um
+
+Rows are appended to ``--out`` (CSV) and printed as a markdown table of everything in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd
+import torch
+
+import stpredict as stp
+
+#: The configurations, fixed before any run (``tl.train`` arguments on top of ``preset="cpu"``).
+CONFIGS: dict[str, dict] = {
+    # the baselines at their presets (2 µm/px)
+    "spot": {"model": "spot_regressor"},
+    "probe": {"model": "linear_probe"},
+    # PixNet's cpu preset: 2 µm/px, 4 tiles of 192 px (384 µm) per step
+    "pixnet": {"model": "pixnet"},
+    # coarser pixels: the same cost buys 3.6x the tissue area (and spots) per step
+    "pixnet_4um": {"model": "pixnet", "train_mpp": 4.0, "tile_size": 128, "batch_size": 8},
+    # coarser pixels at a quarter of the cost per step
+    "pixnet_4um_small": {"model": "pixnet", "train_mpp": 4.0, "tile_size": 96, "batch_size": 4},
+    # bigger tiles at 2 µm/px: more spots per tile, fewer cut by tile edges
+    "pixnet_256": {"model": "pixnet", "tile_size": 256},
+    # supervised spots keep 64 µm of context from the tile edges
+    "pixnet_4um_context": {
+        "model": "pixnet",
+        "train_mpp": 4.0,
+        "tile_size": 128,
+        "batch_size": 8,
+        "context": 16,
+    },
+    # the encoder frozen (features cached), three times the steps
+    "pixnet_4um_frozen": {
+        "model": "pixnet",
+        "train_mpp": 4.0,
+        "tile_size": 128,
+        "batch_size": 8,
+        "freeze_encoder": True,
+        "max_epochs": 30,
+    },
+    "probe_4um": {"model": "linear_probe", "train_mpp": 4.0, "tile_size": 128},
+}
+
+
+def run(name: str, sections: dict, args) -> dict:
+    cfg = dict(CONFIGS[name])
+    if args.encoder_weights:
+        cfg["encoder_weights"] = args.encoder_weights
+    if cfg["model"] != "linear_probe":
+        cfg.setdefault("max_epochs", args.epochs)
+        cfg.setdefault("steps_per_epoch", args.steps)
+    train = [sections[s] for s in args.train]
+    sd = sections[args.val]
+    t0 = time.perf_counter()
+    model = stp.tl.train(
+        train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **cfg
+    )
+    t_train = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    stp.tl.predict_shapes(sd, model, shapes=f"{args.val}_spots", key_added="ablation", overwrite=True)
+    t_pred = time.perf_counter() - t1
+    _, s = stp.tl.evaluate(sd, pred=f"ablation_{args.val}_spots", truth="spots", seed=args.seed)
+    s = s.loc[args.val]
+    return {
+        "config": name,
+        "encoder_weights": args.encoder_weights or "random init",
+        "train": "+".join(args.train),
+        "val": args.val,
+        "PCC@F": float(s["PCC@F"]),
+        "PCC@S": float(s["PCC@S"]),
+        "PCC@M": float(s["PCC@M"]),
+        "MSE": float(s["MSE"]),
+        "train_s": round(t_train, 1),
+        "predict_s": round(t_pred, 1),
+        "steps": int(cfg.get("max_epochs", 0)) * int(cfg.get("steps_per_epoch", 0)),
+        "args": json.dumps({k: v for k, v in cfg.items() if k != "encoder_weights"}),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/data/her2st")
+    ap.add_argument(
+        "--configs", default="spot,pixnet,pixnet_4um", help=f"comma-separated, of {sorted(CONFIGS)}"
+    )
+    ap.add_argument("--train", default="C2,C3")
+    ap.add_argument("--val", default="C4")
+    ap.add_argument("--encoder-weights", default=None, help="local encoder weights for every row")
+    ap.add_argument("--genes", type=int, default=250)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
+    ap.add_argument("--out", default="benchmarks/results/her2st_ablation.csv")
+    args = ap.parse_args()
+    args.train = [s.strip() for s in args.train.split(",") if s.strip()]
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        ap.error(f"unknown configs {unknown}; known: {sorted(CONFIGS)}")
+    if args.val in args.train:
+        ap.error("--val must not be a training section.")
+    sections = {
+        s: stp.datasets.her2st(s, data_dir=args.data_dir, downsample=args.downsample)
+        for s in [*args.train, args.val]
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        row = run(name, sections, args)
+        print(
+            f"{name}: PCC@M {row['PCC@M']:.3f}, MSE {row['MSE']:.3f}, train {row['train_s']:.0f} s, "
+            f"predict {row['predict_s']:.1f} s",
+            flush=True,
+        )
+        pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+    df = pd.read_csv(out)
+    cols = [
+        "config",
+        "encoder_weights",
+        "train",
+        "val",
+        "PCC@F",
+        "PCC@S",
+        "PCC@M",
+        "MSE",
+        "train_s",
+        "predict_s",
+        "steps",
+    ]
+    print(df[cols].to_markdown(index=False, floatfmt=".3f"))
+
+
+if __name__ == "__main__":
+    main()
