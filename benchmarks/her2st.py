@@ -76,11 +76,49 @@ def ssl_weights(sections: dict, test: str, args) -> str | None:
     return str(out)
 
 
+def score(sd, model, test: str, args) -> tuple[dict, float]:
+    """Predict the test section's spots and score them against the measured ones."""
+    key = f"bench_{model.key}"
+    t1 = time.perf_counter()
+    stp.tl.predict_shapes(sd, model, shapes=f"{test}_spots", key_added=key, overwrite=True)
+    t_pred = time.perf_counter() - t1
+    _, summary = stp.tl.evaluate(sd, pred=f"{key}_{test}_spots", truth="spots", seed=args.seed)
+    s = summary.loc[test]  # the section is named by its dataset_id
+    return {**{m: float(s.get(m, np.nan)) for m in METRICS}, "n_spots": int(s["n_footprints"])}, t_pred
+
+
 def run_fold(sections: dict, test: str, args) -> list[dict]:
+    """Equal steps for every trained network; with ``--equal-time`` the faster network then trains on.
+
+    Equal wall-clock: the network whose equal-step training was faster keeps training, one epoch of
+    ``--steps`` steps per call (``train`` resumes where it stopped), while that brings its total training
+    time closer to the slower one's; it is scored again and reported with budget "equal time".
+    """
     train = [sections[s] for s in sections if s != test]
     sd = sections[test]
-    rows = []
+    rows, nets = [], {}
     weights = ssl_weights(sections, test, args)
+
+    def report(method: str, model, budget: str, t_train: float, steps: int | None) -> None:
+        metrics, t_pred = score(sd, model, test, args)
+        rows.append(
+            {
+                "test": test,
+                "method": method,
+                "budget": budget,
+                **metrics,
+                "train_s": t_train,
+                "predict_s": t_pred,
+                "steps": steps,
+                "n_genes": len(model.genes),
+            }
+        )
+        print(
+            f"[{test}] {method} ({budget}): PCC@M {rows[-1]['PCC@M']:.3f}, MSE {rows[-1]['MSE']:.3f}, "
+            f"train {t_train:.0f} s, predict {t_pred:.1f} s",
+            flush=True,
+        )
+
     for method, kw in recipe(args).items():
         kw = {**kw, "encoder_weights": weights}
         t0 = time.perf_counter()
@@ -88,37 +126,43 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
             train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **kw
         )
         t_train = time.perf_counter() - t0
-        key = f"bench_{model.key}"
-        t1 = time.perf_counter()
-        stp.tl.predict_shapes(sd, model, shapes=f"{test}_spots", key_added=key, overwrite=True)
-        t_pred = time.perf_counter() - t1
-        _, summary = stp.tl.evaluate(sd, pred=f"{key}_{test}_spots", truth="spots", seed=args.seed)
-        s = summary.loc[test]  # the section is named by its dataset_id
-        rows.append(
-            {
-                "test": test,
-                "method": method,
-                **{m: float(s.get(m, np.nan)) for m in METRICS},
-                "train_s": t_train,
-                "predict_s": t_pred,
-                "n_genes": len(model.genes),
-                "n_spots": int(s["n_footprints"]),
-            }
-        )
-        print(
-            f"[{test}] {method}: PCC@M {rows[-1]['PCC@M']:.3f}, MSE {rows[-1]['MSE']:.3f}, "
-            f"train {t_train:.0f} s, predict {t_pred:.1f} s",
-            flush=True,
-        )
+        steps = args.epochs * args.steps if "max_epochs" in kw else None
+        report(method, model, "equal steps", t_train, steps)
+        if steps is not None:
+            nets[method] = (model, t_train)
+    if args.equal_time and len(nets) > 1:
+        slow = max(nets, key=lambda m: nets[m][1])
+        t_slow = nets[slow][1]
+        for method, (model, t) in nets.items():
+            if method == slow:
+                report(method, model, "equal time", t, args.epochs * args.steps)
+                continue
+            per_epoch, extra = t / args.epochs, 0
+            while t + per_epoch / 2 < t_slow:
+                t0 = time.perf_counter()
+                model.train(
+                    train,
+                    tables="spots",
+                    max_epochs=1,
+                    steps_per_epoch=args.steps,
+                    seed=args.seed + 1 + extra,
+                    progress=False,
+                )
+                t += time.perf_counter() - t0
+                extra += 1
+            report(method, model, "equal time", t, (args.epochs + extra) * args.steps)
     return rows
 
 
 def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
-    cols = ["test", "method", *METRICS, "train_s", "predict_s"]
+    cols = ["test", "method", "budget", *METRICS, "train_s", "predict_s"]
     fmt = df[cols].copy()
     fmt = fmt.rename(columns={"ARI_pred_vs_truth": "ARI", "train_s": "train (s)", "predict_s": "predict (s)"})
-    mean = df.groupby("method", sort=False)[[*METRICS, "train_s", "predict_s"]].mean().reset_index()
+    mean = (
+        df.groupby(["budget", "method"], sort=False)[[*METRICS, "train_s", "predict_s"]].mean().reset_index()
+    )
     mean.insert(0, "test", "mean")
+    mean = mean[["test", "method", "budget", *METRICS, "train_s", "predict_s"]]
     mean = mean.rename(
         columns={"ARI_pred_vs_truth": "ARI", "train_s": "train (s)", "predict_s": "predict (s)"}
     )
@@ -142,7 +186,9 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
         f"encoder {args.encoder}, "
         f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px; {args.genes} genes chosen on the training sections; "
-        f"PixNet and SpotRegressor {args.epochs} × {args.steps} steps; seed {args.seed}; "
+        f"PixNet and SpotRegressor {args.epochs} × {args.steps} steps"
+        f"{' (equal steps), then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
+        f"seed {args.seed}; "
         f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
     )
     return head + "\n".join(lines) + "\n"
@@ -171,6 +217,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--equal-time",
+        action="store_true",
+        help="also report the faster network trained on (whole epochs) to the slower one's training time",
+    )
     ap.add_argument("--train-mpp", type=float, default=None, help="µm/px the models see (default: preset, 2)")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
     ap.add_argument("--out", default="benchmarks/results/her2st.md")

@@ -55,12 +55,17 @@ def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
         "1",
         "--encoder-weights",
         str(weights),
+        "--equal-time",
         "--out",
         str(out),
     )
     assert f"pretrained weights: {weights}" in stdout
     df = pd.read_csv(out.with_suffix(".csv"))
     assert list(df["method"].unique()) == ["PixNet", "SpotRegressor", "LinearProbe"]
+    # equal steps for all three, then PixNet and the SpotRegressor at equal training time
+    assert list(df["budget"]) == (["equal steps"] * 3 + ["equal time"] * 2) * 2  # per fold
+    eq = df[df["budget"] == "equal time"]
+    assert (eq["steps"] >= 1).all() and "equal time" in stdout
     assert sorted(df["test"].unique()) == ["C2", "C3"]
     assert df[["PCC@M", "MSE", "SSIM", "ARI_pred_vs_truth", "train_s"]].notna().all().all()
     assert "| mean | PixNet |" in out.read_text()
