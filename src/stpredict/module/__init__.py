@@ -3,11 +3,12 @@
 - :class:`Encoder` (+ :class:`ViTPyramid`): a timm backbone as a feature pyramid;
 - :class:`PixNetModule`: encoder → U-Net-style decoder → 1×1 head → dense map;
 - :class:`SpotRegressorModule`, :class:`LinearProbeModule`: the baselines' networks;
-- :func:`aggregate_map` / :func:`to_torch_sparse`: footprint aggregation of dense maps in torch.
+- :func:`aggregate_map` / :func:`to_torch_sparse` / :func:`bilinear_matrix`: footprint aggregation of dense maps
+  in torch, and resizing as a matrix (to aggregate before a linear head).
 """
 
 from .._settings import settings
-from ._aggregate import aggregate_map, to_torch_sparse
+from ._aggregate import aggregate_map, bilinear_matrix, to_torch_sparse
 from ._encoder import Encoder, ViTPyramid
 from ._linear_probe import LinearProbeModule
 from ._pixnet import DFFN, DecoderStage, LayerNorm2d, PixNetModule
@@ -25,5 +26,6 @@ __all__ = [
     "SpotRegressorModule",
     "ViTPyramid",
     "aggregate_map",
+    "bilinear_matrix",
     "to_torch_sparse",
 ]

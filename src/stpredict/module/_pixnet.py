@@ -135,12 +135,25 @@ class PixNetModule(nn.Module):
         """The feature pyramid ``F_1 … F_L`` of RGB images whose sides are stride multiples (finest first)."""
         return self.encoder(self.encoder.normalize(images))
 
-    def decode(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
-        """Decode a feature pyramid into ``(B, n_genes, *out_size)``."""
+    def decode_features(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The last decoder features ``D_L`` (before the 1×1 head), at the finest encoder stride."""
         d = self.bottom(feats[-1])
         for stage, skip in zip(self.stages, reversed(feats[:-1]), strict=True):
             d = stage(d, skip)
-        g = self.head(d)
+        return d
+
+    @property
+    def linear_output(self) -> bool:
+        """Whether the head and the resize are linear (the identity activation).
+
+        Footprint means can then be taken of ``D_L`` before the head, with the same result
+        (:func:`stpredict.train.run_batch` does so in training).
+        """
+        return self.out_activation == "identity"
+
+    def decode(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        """Decode a feature pyramid into ``(B, n_genes, *out_size)``."""
+        g = self.head(self.decode_features(feats))
         g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
         return self.activation(g)
 

@@ -230,6 +230,7 @@ def pretrain_simsiam(
         ],
         lr=lr,
         weight_decay=weight_decay,
+        foreach=True,
     )
     gen = torch.Generator().manual_seed(int(seed))
     history: list[dict] = []

@@ -13,7 +13,7 @@ from scipy import sparse
 from .._core import footprint_matrix
 from .._progress import tqdm
 from .._types import Coverage
-from ..module import aggregate_map, to_torch_sparse
+from ..module import aggregate_map, bilinear_matrix, to_torch_sparse
 from ._augment import augment_array, augment_features, augment_index, colour_jitter
 from ._data import SectionData
 from ._loss import pixnet_loss
@@ -246,6 +246,26 @@ class FeatureCache:
         return {"hits": self.hits, "misses": self.misses, "size": len(self.data)}
 
 
+def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_size, tile: int, device):
+    """Footprint predictions ``(n, M)`` of decoded features: the map's means over ``A``'s footprints.
+
+    When the head and the resize are linear (:attr:`~stpredict.module.PixNetModule.linear_output`),
+    the means are taken of the last decoder features on their own grid (``A`` composed with the
+    bilinear resize) and the 1×1 head is applied to the ``n`` means: the same numbers as aggregating
+    the full-resolution ``M``-gene map, without computing it.
+    """
+    if getattr(net, "linear_output", False):
+        D = net.decode_features(feats)
+        b, c, h, w = D.shape
+        K = bilinear_matrix((h, w), out_size, crop=(tile, tile))
+        A_low = A @ sparse.block_diag([K] * b, format="csr")
+        pooled = aggregate_map(D, to_torch_sparse(A_low, device=device))
+        weight = net.head.weight.view(net.head.out_channels, c)
+        return net.activation(pooled @ weight.T + net.head.bias)
+    G = net.decode(feats, out_size)[..., :tile, :tile]
+    return aggregate_map(G, to_torch_sparse(A, device=device))
+
+
 def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: bool, jitter_gen=None):
     """Forward one batch and aggregate to footprint predictions ``(n, M)``."""
     T = batch.images.shape[-1]
@@ -267,14 +287,12 @@ def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: 
                     cache.put(key, feats)
             feats_list.append(augment_features(feats, *batch.augment[i]))
         feats = [torch.cat([fl[j] for fl in feats_list]) for j in range(len(feats_list[0]))]
-        G = net.decode(feats, (T, T))
-    else:
-        imgs = batch.images
-        if jitter_gen is not None:
-            imgs = colour_jitter(imgs, jitter_gen)
-        G = net(imgs.to(device))
-    A = to_torch_sparse(batch.A, device=device)
-    return aggregate_map(G, A)
+        return _footprint_means(net, feats, batch.A, (T, T), T, device)
+    imgs = batch.images
+    if jitter_gen is not None:
+        imgs = colour_jitter(imgs, jitter_gen)
+    feats, padded = net.encoder.pyramid(imgs.to(device))
+    return _footprint_means(net, feats, batch.A, padded, T, device)
 
 
 @torch.no_grad()
