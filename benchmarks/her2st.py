@@ -14,6 +14,7 @@ Writes the markdown table to stdout and to ``--out`` (plus a CSV next to it).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ def recipe(args) -> dict[str, dict]:
         enc["train_mpp"] = args.train_mpp
     steps = {"max_epochs": args.epochs, "steps_per_epoch": args.steps}
     return {
-        "PixNet": {"model": "pixnet", **enc, **steps},  # 4 tiles of 192 px (384 µm) at 2 µm/px per step
+        # the cpu preset: 4 tiles of 192 px (384 µm) at 2 µm/px per step (--pixnet-args on top)
+        "PixNet": {"model": "pixnet", **enc, **steps, **json.loads(args.pixnet_args)},
         "SpotRegressor": {
             "model": "spot_regressor",
             **enc,
@@ -186,7 +188,7 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
         f"encoder {args.encoder}, "
         f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px; {args.genes} genes chosen on the training sections; "
-        f"PixNet and SpotRegressor {args.epochs} × {args.steps} steps"
+        f"PixNet{' ' + args.pixnet_args if args.pixnet_args != '{}' else ''} and SpotRegressor {args.epochs} × {args.steps} steps"
         f"{' (equal steps), then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
         f"seed {args.seed}; "
         f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
@@ -217,6 +219,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--pixnet-args",
+        default="{}",
+        help='PixNet tl.train arguments on top of the cpu preset, as JSON (e.g. \'{"train_mpp": 4, "tile_size": 128}\')',
+    )
     ap.add_argument(
         "--equal-time",
         action="store_true",

@@ -77,7 +77,9 @@ def test_her2st_script_with_self_supervised_encoders(tmp_path, her2st_dir):
     args = ["--data-dir", str(her2st_dir), "--sections", "C2,C3", "--folds", "C3", "--downsample", "8"]
     args += ["--genes", "5", "--train-mpp", "8", "--epochs", "1", "--steps", "1"]
     ssl = ["--ssl", "train", "--ssl-epochs", "1", "--ssl-steps", "1", "--ssl-tiles", "16"]
-    stdout = _run("her2st.py", *args, *ssl, "--ssl-dir", str(tmp_path / "ssl"), "--out", str(out))
+    pixnet = ["--pixnet-args", '{"batch_size": 2}']
+    stdout = _run("her2st.py", *args, *ssl, *pixnet, "--ssl-dir", str(tmp_path / "ssl"), "--out", str(out))
+    assert 'PixNet {"batch_size": 2} and SpotRegressor' in stdout
     # the fold's encoder saw only the training section's image
     assert "[C3] SSL encoder on ['C2']" in stdout and "SimSiam per fold (train" in stdout
     meta = json.loads(next((tmp_path / "ssl").glob("*C3*.pth.json")).read_text())
