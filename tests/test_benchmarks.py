@@ -86,3 +86,27 @@ def test_her2st_script_with_self_supervised_encoders(tmp_path, her2st_dir):
     assert meta["config"]["slides"] == ["C2"]
     df = pd.read_csv(out.with_suffix(".csv"))
     assert list(df["method"]) == ["PixNet", "SpotRegressor", "LinearProbe"] and df["PCC@M"].notna().all()
+
+
+@pytest.mark.her2st
+def test_her2st_ablation_script(tmp_path, her2st_dir):
+    out = tmp_path / "a.csv"
+    args = [
+        "--data-dir",
+        str(her2st_dir),
+        "--downsample",
+        "8",
+        "--genes",
+        "5",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+    ]
+    stdout = _run("her2st_ablation.py", *args, "--configs", "spot,pixnet_4um_small", "--out", str(out))
+    df = pd.read_csv(out)
+    assert list(df["config"]) == ["spot", "pixnet_4um_small"] and set(df["val"]) == {"C4"}
+    assert df["PCC@M"].notna().all() and (df["steps"] == 1).all()
+    assert "| pixnet_4um_small |" in stdout
+    with pytest.raises(AssertionError, match="--val must not be a training section"):
+        _run("her2st_ablation.py", *args, "--val", "C2", "--out", str(out))

@@ -39,7 +39,9 @@ def test_means_before_the_head_equal_the_map_path(frozen, monkeypatch):
     )
     torch.manual_seed(0)
     net = PixNetModule(3, decoder_channels=16).eval()
-    assert net.linear_output and not PixNetModule(1, decoder_channels=8, out_activation="softplus").linear_output
+    assert (
+        net.linear_output and not PixNetModule(1, decoder_channels=8, out_activation="softplus").linear_output
+    )
     batch = TileSampler([sec], tile_size=96, seed=0).sample(3)
     assert any(k or f for k, f in batch.augment)  # rotated/flipped tiles are covered
     kw = {"cache": FeatureCache(8) if frozen else None, "frozen": frozen}
