@@ -187,7 +187,7 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
     head = (
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
         f"encoder {args.encoder}, "
-        f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px; {args.genes} genes chosen on the training sections; "
+        f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px (unless PixNet's arguments say otherwise); {args.genes} genes chosen on the training sections; "
         f"PixNet{' ' + args.pixnet_args if args.pixnet_args != '{}' else ''} and SpotRegressor {args.epochs} × {args.steps} steps"
         f"{' (equal steps), then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
         f"seed {args.seed}; "

@@ -36,7 +36,7 @@ from ._image import (
 from ._metrics import pcc_per_gene, summarize_pcc
 from ._mpp import add_micron_cs, get_mpp, is_micron_cs, micron_cs_name, pixel_and_micron_transforms, set_mpp
 from ._recipe import Recipe, normalize_counts, recipe_from_table, select_genes
-from ._store import ElementWriter, check_new_names, recover_store, written_elements
+from ._store import ElementWriter, check_new_names, file_sha256, recover_store, written_elements
 
 __all__ = [
     "Cover",
@@ -53,6 +53,7 @@ __all__ = [
     "covered",
     "default_image_key",
     "default_scale_factors",
+    "file_sha256",
     "footprint_diameters",
     "footprint_matrix",
     "full_resolution",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -50,12 +51,24 @@ from .._version import __version__
 __all__ = [
     "ElementWriter",
     "check_new_names",
+    "file_sha256",
     "recover_store",
     "scratch_dir",
     "written_elements",
 ]
 
 HIDDEN_DIR = ".stpredict"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (checkpoint and weights checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 _ATTRS_KEY = "stpredict"
 _WRITTEN_KEY = "written"
 _ELEMENT_TYPES = ("images", "labels", "points", "shapes", "tables")

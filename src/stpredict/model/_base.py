@@ -14,7 +14,6 @@ A model class declares, in one place each (scvi-tools' split, kept small):
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from spatialdata import SpatialData
 
-from .._core import Recipe, check_he, section_names, select_genes
+from .._core import Recipe, check_he, file_sha256, section_names, select_genes
 from .._core._validate import check_int, check_names, check_number, check_table_counts
 from .._logging import logger
 from .._settings import settings
@@ -63,7 +62,7 @@ def encoder_weights_info(path: str | os.PathLike) -> dict[str, Any]:
     settings and last loss are included when the checksum matches.
     """
     path = Path(path)
-    info: dict[str, Any] = {"path": os.fspath(path.resolve()), "sha256": _sha256(path)}
+    info: dict[str, Any] = {"path": os.fspath(path.resolve()), "sha256": file_sha256(path)}
     meta = Path(f"{path}.json")
     if meta.is_file():
         try:
@@ -73,14 +72,6 @@ def encoder_weights_info(path: str | os.PathLike) -> dict[str, Any]:
         if m.get("sha256") == info["sha256"]:
             info["pretraining"] = {**m.get("config", {}), "history": m.get("history", [])[-1:]}
     return info
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _as_list(x) -> list:
@@ -352,7 +343,7 @@ class BaseModel:
             "recipe": self.recipe.to_dict(),
             "training": self.training_params,
             "history": self.history,
-            "weights_sha256": _sha256(path / _WEIGHTS),
+            "weights_sha256": file_sha256(path / _WEIGHTS),
         }
         if self.encoder_weights_info is not None:
             config["encoder_weights"] = self.encoder_weights_info
@@ -394,7 +385,7 @@ class BaseModel:
                 f"upgrade stpredict (this is {__version__})."
             )
         w_path = path / _WEIGHTS
-        if _sha256(w_path) != config.get("weights_sha256"):
+        if file_sha256(w_path) != config.get("weights_sha256"):
             raise ValueError(
                 f"{w_path} does not match the checksum in {_CONFIG}: the checkpoint is truncated or was modified. "
                 "Save it again or restore the file."

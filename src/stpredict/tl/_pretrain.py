@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from spatialdata import SpatialData
 
 from .. import _docs
 from .._core._image import Pyramid, check_he, section_names
+from .._core._store import file_sha256
 from .._core._validate import check_int, check_number
 from .._logging import logger
 from .._settings import settings
@@ -21,14 +21,6 @@ from .._settings import settings
 __all__ = ["pretrain_encoder"]
 
 _SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -271,7 +263,7 @@ def pretrain_encoder(
         logger.info(f"Resuming the pretraining in {state_path} after epoch {len(state['history'])}.")
     elif weights.exists():
         old = json.loads(meta_path.read_text()).get("config") if meta_path.is_file() else None
-        if old == config and _sha256(weights) == json.loads(meta_path.read_text()).get("sha256"):
+        if old == config and file_sha256(weights) == json.loads(meta_path.read_text()).get("sha256"):
             logger.info(f"{weights} was pretrained with these settings already; returning it.")
             return weights
         raise FileExistsError(
@@ -323,7 +315,7 @@ def pretrain_encoder(
         "config": config,
         "tiles_per_slide": per_slide,
         "history": history,
-        "sha256": _sha256(weights),
+        "sha256": file_sha256(weights),
     }
     _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
     state_path.unlink(missing_ok=True)
