@@ -148,7 +148,16 @@ def main() -> None:
         "predict_s",
         "steps",
     ]
-    print(df[cols].to_markdown(index=False, floatfmt=".3f"))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df[cols].iterrows():
+        cells = [
+            f"{v:.0f}"
+            if c in ("train_s", "predict_s", "steps")
+            else (f"{v:.3f}" if isinstance(v, float) else str(v))
+            for c, v in r.items()
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
