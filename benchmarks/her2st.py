@@ -48,18 +48,19 @@ def recipe(args) -> dict[str, dict]:
     }
 
 
-def ssl_weights(sections: dict, test: str, args) -> str | None:
-    """Per fold, an encoder pretrained (SimSiam) on the images of the training sections only.
+def ssl_weights(sections: dict, test: str, args, train_mpp: float) -> str | None:
+    """Per fold and pixel size, an encoder pretrained (SimSiam) on the images of the training sections only.
 
-    The test section's image is not used (``--ssl transductive`` adds it: reported apart). Weights are
-    cached in ``--ssl-dir`` by fold and settings (``tl.pretrain_encoder`` returns a finished file as is).
+    The test section's image is not used (``--ssl transductive`` adds it: reported apart). Each model gets
+    the encoder pretrained at the pixel size it trains at. Weights are cached in ``--ssl-dir`` by fold and
+    settings (``tl.pretrain_encoder`` returns a finished file as is).
     """
     if args.ssl == "none":
         return args.encoder_weights
     names = [s for s in sections if s != test or args.ssl == "transductive"]
     out = (
         Path(args.ssl_dir)
-        / f"{args.encoder}_{args.ssl}_{test}_{args.ssl_tiles}_{args.ssl_epochs}x{args.ssl_steps}.pth"
+        / f"{args.encoder}_{args.ssl}_{test}_{train_mpp:g}um_{args.ssl_tile_size}px_{args.ssl_tiles}_{args.ssl_epochs}x{args.ssl_steps}.pth"
     )
     t0 = time.perf_counter()
     stp.tl.pretrain_encoder(
@@ -67,14 +68,18 @@ def ssl_weights(sections: dict, test: str, args) -> str | None:
         out,
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
-        train_mpp=args.train_mpp or 2.0,
+        train_mpp=train_mpp,
+        tile_size=args.ssl_tile_size,
         n_tiles=args.ssl_tiles,
         max_epochs=args.ssl_epochs,
         steps_per_epoch=args.ssl_steps,
         seed=args.seed,
         progress=False,
     )
-    print(f"[{test}] SSL encoder on {names}: {out} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"[{test}] SSL encoder on {names} at {train_mpp:g} µm/px: {out} ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return str(out)
 
 
@@ -99,7 +104,6 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
     train = [sections[s] for s in sections if s != test]
     sd = sections[test]
     rows, nets = [], {}
-    weights = ssl_weights(sections, test, args)
 
     def report(method: str, model, budget: str, t_train: float, steps: int | None) -> None:
         metrics, t_pred = score(sd, model, test, args)
@@ -122,7 +126,8 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
         )
 
     for method, kw in recipe(args).items():
-        kw = {**kw, "encoder_weights": weights}
+        # every preset trains at 2 µm/px unless --train-mpp or PixNet's arguments say otherwise
+        kw = {**kw, "encoder_weights": ssl_weights(sections, test, args, float(kw.get("train_mpp", 2.0)))}
         t0 = time.perf_counter()
         model = stp.tl.train(
             train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **kw
@@ -179,8 +184,9 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     weights = (
-        f"SimSiam per fold ({args.ssl}: {'training sections' if args.ssl == 'train' else 'all four'} images, "
-        f"{args.ssl_epochs} × {args.ssl_steps} steps, from {args.encoder_weights or 'random init'})"
+        f"SimSiam per fold and pixel size ({args.ssl}: {'training sections' if args.ssl == 'train' else 'all four'} images, "
+        f"{args.ssl_tiles} tiles of {args.ssl_tile_size} px, {args.ssl_epochs} × {args.ssl_steps} steps, "
+        f"from {args.encoder_weights or 'random init'})"
         if args.ssl != "none"
         else args.encoder_weights or "none (random init, same seed for every method)"
     )
@@ -214,6 +220,7 @@ def main() -> None:
     ap.add_argument("--ssl-epochs", type=int, default=20, help="tl.pretrain_encoder max_epochs")
     ap.add_argument("--ssl-steps", type=int, default=50, help="tl.pretrain_encoder steps_per_epoch")
     ap.add_argument("--ssl-tiles", type=int, default=4096, help="tl.pretrain_encoder n_tiles")
+    ap.add_argument("--ssl-tile-size", type=int, default=64, help="tl.pretrain_encoder tile_size (px)")
     ap.add_argument("--ssl-dir", default="benchmarks/results/ssl", help="where the per-fold SSL weights go")
     ap.add_argument("--genes", type=int, default=250)
     ap.add_argument("--epochs", type=int, default=10)

@@ -3,11 +3,16 @@
 Settings are chosen here, never on a reported leave-one-section-out fold: train on the sections of
 ``--train`` (default C2, C3), score the spots of ``--val`` (default C4) against their measured
 expression, with the same 250 genes (chosen on the training sections), seed and scoring as
-``benchmarks/her2st.py``. C5 is used by no row of this script. Each named configuration below is
-a set of ``tl.train`` arguments on top of the ``cpu`` preset; ``--encoder-weights`` (e.g. from
-``tl.pretrain_encoder`` on the training sections' images) is passed to every row::
+``benchmarks/her2st.py``. Each named configuration below is a set of ``tl.train`` arguments on top
+of the ``cpu`` preset; ``--encoder-weights`` (e.g. from ``tl.pretrain_encoder`` on the training
+sections' images) is passed to every row::
 
     python benchmarks/her2st_ablation.py --data-dir ../shared/data/her2st --configs spot,pixnet,pixnet_4um
+
+For nested selection, each leave-one-section-out fold gets an inner split of its own three training
+sections (two to train, one to validate), so that no fold's choice reads its test section::
+
+    python benchmarks/her2st_ablation.py --configs pixnet_4um,pixnet --train C3,C4 --val C5   # for fold C2
 
 Rows are appended to ``--out`` (CSV) and printed as a markdown table of everything in it.
 """

@@ -77,13 +77,18 @@ def test_her2st_script_with_self_supervised_encoders(tmp_path, her2st_dir):
     args = ["--data-dir", str(her2st_dir), "--sections", "C2,C3", "--folds", "C3", "--downsample", "8"]
     args += ["--genes", "5", "--train-mpp", "8", "--epochs", "1", "--steps", "1"]
     ssl = ["--ssl", "train", "--ssl-epochs", "1", "--ssl-steps", "1", "--ssl-tiles", "16"]
-    pixnet = ["--pixnet-args", '{"batch_size": 2}']
+    pixnet = ["--pixnet-args", '{"batch_size": 2, "train_mpp": 16}']
     stdout = _run("her2st.py", *args, *ssl, *pixnet, "--ssl-dir", str(tmp_path / "ssl"), "--out", str(out))
-    assert 'PixNet {"batch_size": 2} and SpotRegressor' in stdout
-    # the fold's encoder saw only the training section's image
-    assert "[C3] SSL encoder on ['C2']" in stdout and "SimSiam per fold (train" in stdout
-    meta = json.loads(next((tmp_path / "ssl").glob("*C3*.pth.json")).read_text())
-    assert meta["config"]["slides"] == ["C2"]
+    assert 'PixNet {"batch_size": 2, "train_mpp": 16} and SpotRegressor' in stdout
+    # the fold's encoders saw only the training section's image, one per pixel size the models train at
+    assert (
+        "[C3] SSL encoder on ['C2'] at 16 µm/px" in stdout
+        and "[C3] SSL encoder on ['C2'] at 8 µm/px" in stdout
+    )
+    assert "SimSiam per fold and pixel size (train" in stdout
+    metas = [json.loads(p.read_text()) for p in sorted((tmp_path / "ssl").glob("*C3*.pth.json"))]
+    assert sorted(m["config"]["train_mpp"] for m in metas) == [8.0, 16.0]
+    assert all(m["config"]["slides"] == ["C2"] for m in metas)
     df = pd.read_csv(out.with_suffix(".csv"))
     assert list(df["method"]) == ["PixNet", "SpotRegressor", "LinearProbe"] and df["PCC@M"].notna().all()
 
