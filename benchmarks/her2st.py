@@ -153,6 +153,7 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
                     max_epochs=1,
                     steps_per_epoch=args.steps,
                     seed=args.seed + 1 + extra,
+                    ema=recipe(args)[method].get("ema"),  # the batch size carries over by itself
                     progress=False,
                 )
                 t += time.perf_counter() - t0

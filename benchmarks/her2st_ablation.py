@@ -63,6 +63,9 @@ CONFIGS: dict[str, dict] = {
         "max_epochs": 30,
     },
     "probe_4um": {"model": "linear_probe", "train_mpp": 4.0, "tile_size": 128},
+    # exponential moving average of the weights (decay 0.99 per step): the last epoch's weights vary a lot
+    "pixnet_4um_ema": {"model": "pixnet", "train_mpp": 4.0, "tile_size": 128, "batch_size": 8, "ema": 0.99},
+    "spot_ema": {"model": "spot_regressor", "ema": 0.99},
 }
 
 

@@ -122,10 +122,15 @@ margin
 fit = """\
 max_epochs, steps_per_epoch, batch_size
     Training length: ``max_epochs × steps_per_epoch`` optimiser steps of ``batch_size`` tiles (PixNet)
-    or crops (SpotRegressor); ``batch_size`` defaults to the model's :attr:`default_batch_size`.
+    or crops (SpotRegressor); ``batch_size`` defaults to that of the model's previous training (a
+    resumed model keeps its batch size), else to the model's :attr:`default_batch_size`.
 lr, weight_decay, lam
     Adam learning rate and weight decay, weight λ of the PCC term of the loss
     MSE + λ·(1 − PCC) (paper: 5e-4, 1e-4, 0.5).
+ema
+    Keep an exponential moving average of the weights with this decay per step (e.g. ``0.99``,
+    about the last 100 steps; warm-up ``(1 + t) / (10 + t)``) and end with the averaged weights,
+    which validation scores; ``None`` (default) keeps the last step's weights.
 patience
     Early stopping patience in epochs on the validation loss (needs ``validation``); the weights of
     the best validation epoch are restored at the end.

@@ -226,3 +226,24 @@ def test_predict_shapes_tables_compare_models(slide, spot, probe):
         stp.tl.predict_shapes(slide, spot, shapes="nope")
     with pytest.raises(TypeError, match="stpredict model"):
         stp.tl.predict_shapes(slide, object(), shapes="synthetic_visium_spots")
+
+
+def test_resumed_training_keeps_the_batch_size_and_records_ema(slide):
+    model = SpotRegressor(train_mpp=2.0).train(
+        slide,
+        tables="visium_spots",
+        n_top_genes=5,
+        max_epochs=1,
+        steps_per_epoch=2,
+        batch_size=8,
+        ema=0.9,
+        **QUICK,
+    )
+    assert model.training_params["batch_size"] == 8 and model.training_params["ema"] == 0.9
+    model.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, **QUICK)
+    assert model.training_params["batch_size"] == 8  # not the class default (32)
+    assert [h["epoch"] for h in model.history] == [1, 2]
+    with pytest.raises(ValueError, match="ema"):
+        model.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, ema=1.0, **QUICK)
+    with pytest.raises(TypeError, match="closed-form"):
+        stp.tl.train(slide, tables="visium_spots", model="linear_probe", ema=0.99)

@@ -91,3 +91,70 @@ def test_early_stopping_restores_the_best_epoch():
     )
     assert [h["val_loss"] for h in model.history] == [5.0, 1.0, 2.0, 3.0]  # stopped after 2 worse epochs
     np.testing.assert_allclose(float(plan.net.weight), plan.weights_at_val[1])  # the best (epoch 2) weights
+
+
+class _Recording(_Plan):
+    """Records the raw weight after every optimiser step (read at the start of the next step)."""
+
+    def __init__(self, val_losses=None):
+        super().__init__(val_losses)
+        self.raw = []
+
+    def training_step(self):
+        self.raw.append(float(self.net.weight))
+        return super().training_step()
+
+
+def _fit(model, plan, **kw):
+    args = dict(
+        device=torch.device("cpu"), max_epochs=2, steps_per_epoch=4, lr=0.1, weight_decay=0.0, patience=None
+    )
+    fit(model, plan, progress=False, **{**args, **kw})
+
+
+def test_ema_ends_with_the_average_of_the_steps_and_validates_it():
+    model, plan = _Model(), _Recording(val_losses=[1.0, 2.0])
+    _fit(model, plan, ema=0.9)
+    # plan.raw[t] is the weight after step t (raw[0] the initial one); epoch 1 validated the average of
+    # steps 1–4, computed here by hand with the warm-up min(0.9, (1 + t) / (10 + t))
+    avg = plan.raw[0]
+    for t in range(1, 5):
+        d = min(0.9, (1 + t) / (10 + t))
+        avg = d * avg + (1 - d) * plan.raw[t]
+    np.testing.assert_allclose(plan.weights_at_val[0], avg, rtol=1e-6)
+    assert abs(plan.weights_at_val[0] - plan.raw[4]) > 1e-2  # the average, not the last step's weight
+    # training went on from the raw weights (the swap was undone), and the network ends with the average
+    # that the last validation scored
+    assert plan.raw[5] > plan.raw[4] > plan.weights_at_val[0]
+    np.testing.assert_allclose(float(plan.net.weight.detach()), plan.weights_at_val[1], rtol=1e-6)
+
+
+def test_ema_warm_up_counts_on_when_resumed(monkeypatch):
+    from stpredict.train import _loop
+
+    starts = []
+    init = _loop._Average.__init__
+
+    def spy(self, params, decay, steps=0):
+        starts.append(steps)
+        init(self, params, decay, steps)
+
+    monkeypatch.setattr(_loop._Average, "__init__", spy)
+    model, plan = _Model(), _Plan()
+    _fit(model, plan, ema=0.9)
+    _fit(model, plan, ema=0.9)
+    assert starts == [0, 8]
+
+
+def test_ema_with_early_stopping_keeps_the_best_average():
+    model, plan = _Model(), _Plan(val_losses=[1.0, 5.0, 6.0])
+    _fit(model, plan, ema=0.5, max_epochs=3, patience=1)
+    assert len(model.history) == 2
+    np.testing.assert_allclose(float(plan.net.weight), plan.weights_at_val[0])
+
+
+def test_ema_is_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="ema"):
+        _fit(_Model(), _Plan(), ema=1.5)

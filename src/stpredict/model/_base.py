@@ -158,7 +158,7 @@ class BaseModel:
         unknown = sorted(set(kwargs) - arch_names - fit_names)
         if unknown:
             no_loop = sorted(
-                set(unknown) & {"max_epochs", "steps_per_epoch", "lr", "weight_decay", "patience"}
+                set(unknown) & {"max_epochs", "steps_per_epoch", "lr", "weight_decay", "ema", "patience"}
             )
             why = (
                 f" It is fitted in one closed-form ridge solve (no epochs, steps or learning rate): pass {no_loop} "
@@ -232,7 +232,10 @@ class BaseModel:
     ) -> tuple[int, int, float, bool]:
         """The checked arguments every ``train`` shares, with the defaults filled in: seed, batch size, λ, progress."""
         seed = settings.seed if seed is None else check_int("seed", seed, minimum=0)
-        batch_size = self.default_batch_size if batch_size is None else check_int("batch_size", batch_size)
+        if batch_size is None:  # a resumed model keeps the batch size it was trained with
+            batch_size = (self.training_params or {}).get("batch_size") or self.default_batch_size
+        else:
+            batch_size = check_int("batch_size", batch_size)
         lam = check_number("lam", lam, minimum=0, inclusive=True)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")

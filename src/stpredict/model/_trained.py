@@ -92,6 +92,7 @@ class TrainedModel(BaseModel):
         batch_size: int | None = None,
         lr: float = 5e-4,
         weight_decay: float = 1e-4,
+        ema: float | None = None,
         lam: float = 0.5,
         patience: int | None = 3,
         augment: bool = True,
@@ -140,6 +141,10 @@ class TrainedModel(BaseModel):
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
         lr = check_number("lr", lr)
         weight_decay = check_number("weight_decay", weight_decay, minimum=0, inclusive=True)
+        if ema is not None:
+            ema = check_number("ema", ema)
+            if ema >= 1:
+                raise ValueError(f"`ema` must be a decay below 1 (e.g. 0.99) or None, got {ema!r}.")
         if patience is not None:
             patience = check_int("patience", patience)
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
@@ -175,6 +180,7 @@ class TrainedModel(BaseModel):
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
+            "ema": ema,
             "lam": lam,
             "patience": patience,
             "augment": augment,
@@ -190,6 +196,7 @@ class TrainedModel(BaseModel):
             steps_per_epoch=steps_per_epoch,
             lr=lr,
             weight_decay=weight_decay,
+            ema=ema,
             patience=patience,
             progress=progress,
             desc=f"training {type(self).__name__} on {', '.join(names[i] for i in train_idx)}",

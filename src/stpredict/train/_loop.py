@@ -48,6 +48,7 @@ def fit(
     patience: int | None,
     progress: bool,
     desc: str = "training",
+    ema: float | None = None,
 ) -> list[dict]:
     """Train ``plan.net`` in place with Adam; the epoch loop every trained stpredict model shares.
 
@@ -57,6 +58,12 @@ def fit(
     a saved model resumes where it stopped. With ``patience`` (and validation) training stops after
     that many epochs without a better validation loss and the best weights are restored. With ``progress``
     an epoch bar named ``desc`` shows the last losses, above a bar of the current epoch's steps.
+
+    With ``ema`` (a decay in (0, 1), e.g. 0.99) an exponential moving average of the trained parameters
+    is kept, with the usual warm-up ``min(ema, (1 + t) / (10 + t))`` at optimiser step ``t`` (counted
+    on when the optimiser state is resumed); validation scores the averaged weights and they are the
+    weights the network keeps at the end (a later call continues from them). Buffers (batch-norm statistics) are not averaged: they already are
+    running averages.
 
     Returns
     -------
@@ -69,6 +76,12 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if model.optimizer_state is not None:
         opt.load_state_dict(model.optimizer_state)
+    if ema is not None and not 0 < ema < 1:
+        raise ValueError(f"`ema` must be a decay between 0 and 1 (e.g. 0.99) or None, got {ema!r}.")
+    averaged = None
+    if ema is not None:  # the warm-up counts on from a resumed optimiser's steps
+        done = opt.state.get(params[0], {}).get("step", 0) if params else 0
+        averaged = _Average(params, ema, steps=int(done))
     validate = plan.has_validation
     best, best_state, bad = np.inf, None, 0
     history: list[dict] = []
@@ -91,6 +104,8 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if averaged is not None:
+                    averaged.update()
                 losses.append(float(loss.detach()))
                 pccs.append(pcc)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -100,9 +115,21 @@ def fit(
                 "train_pcc": float(np.mean(pccs)) if pccs else float("nan"),
                 "seconds": time.perf_counter() - t0,
             }
+            stop = False
             if validate:
                 net.eval()
+                if averaged is not None:
+                    averaged.swap()  # score (and keep, if best) the averaged weights
                 rec.update(plan.validate())
+                if patience is not None:
+                    if rec["val_loss"] < best - 1e-6:
+                        best, bad = rec["val_loss"], 0
+                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    else:
+                        bad += 1
+                        stop = bad >= patience
+                if averaged is not None:
+                    averaged.swap()
             history.append(rec)
             model.history.append(rec)
             epochs.set_postfix(
@@ -110,14 +137,10 @@ def fit(
                 refresh=False,
             )
             model.optimizer_state = opt.state_dict()
-            if validate and patience is not None:
-                if rec["val_loss"] < best - 1e-6:
-                    best, bad = rec["val_loss"], 0
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    bad += 1
-                    if bad >= patience:
-                        break
+            if stop:
+                break
+        if averaged is not None:
+            averaged.swap()
         if best_state is not None:
             net.load_state_dict(best_state)
     finally:
@@ -125,3 +148,26 @@ def fit(
         net.eval()
         net.cpu()
     return history
+
+
+class _Average:
+    """Exponential moving average of parameters, swappable with them in place."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float, steps: int = 0) -> None:
+        self.params = params
+        self.decay = decay
+        self.avg = [p.detach().clone() for p in params]
+        self.steps = steps
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.avg, [p.detach() for p in self.params], 1 - d)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for p, a in zip(self.params, self.avg, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
