@@ -35,7 +35,7 @@ def recipe(args) -> dict[str, dict]:
     enc = {"encoder": args.encoder, "encoder_weights": args.encoder_weights}
     if args.train_mpp is not None:  # default: the presets' 2 µm/px
         enc["train_mpp"] = args.train_mpp
-    steps = {"max_epochs": args.epochs, "steps_per_epoch": args.steps}
+    steps = {"max_epochs": args.epochs, "steps_per_epoch": args.steps, **json.loads(args.train_args)}
     return {
         # the cpu preset: 4 tiles of 192 px (384 µm) at 2 µm/px per step (--pixnet-args on top)
         "PixNet": {"model": "pixnet", **enc, **steps, **json.loads(args.pixnet_args)},
@@ -195,7 +195,8 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
         f"encoder {args.encoder}, "
         f"pretrained weights: {weights}; {args.train_mpp or 2:g} µm/px (unless PixNet's arguments say otherwise); {args.genes} genes chosen on the training sections; "
-        f"PixNet{' ' + args.pixnet_args if args.pixnet_args != '{}' else ''} and SpotRegressor {args.epochs} × {args.steps} steps"
+        f"PixNet{' ' + args.pixnet_args if args.pixnet_args != '{}' else ''} and SpotRegressor "
+        f"{args.epochs} × {args.steps} steps{' with ' + args.train_args if args.train_args != '{}' else ''}"
         f"{' (equal steps), then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
         f"seed {args.seed}; "
         f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
@@ -231,6 +232,11 @@ def main() -> None:
         "--pixnet-args",
         default="{}",
         help='PixNet tl.train arguments on top of the cpu preset, as JSON (e.g. \'{"train_mpp": 4, "tile_size": 128}\')',
+    )
+    ap.add_argument(
+        "--train-args",
+        default="{}",
+        help="tl.train arguments for both trained networks (PixNet, SpotRegressor), as JSON (e.g. '{\"ema\": 0.99}')",
     )
     ap.add_argument(
         "--equal-time",

@@ -56,10 +56,13 @@ def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
         "--encoder-weights",
         str(weights),
         "--equal-time",
+        "--train-args",
+        '{"ema": 0.9}',
         "--out",
         str(out),
     )
     assert f"pretrained weights: {weights}" in stdout
+    assert 'SpotRegressor 1 × 1 steps with {"ema": 0.9}' in stdout
     df = pd.read_csv(out.with_suffix(".csv"))
     assert list(df["method"].unique()) == ["PixNet", "SpotRegressor", "LinearProbe"]
     # equal steps for all three, then PixNet and the SpotRegressor at equal training time
