@@ -136,11 +136,11 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
         steps = args.epochs * args.steps if "max_epochs" in kw else None
         report(method, model, "equal steps", t_train, steps)
         if steps is not None:
-            nets[method] = (model, t_train)
+            nets[method] = (model, t_train, kw)
     if args.equal_time and len(nets) > 1:
         slow = max(nets, key=lambda m: nets[m][1])
         t_slow = nets[slow][1]
-        for method, (model, t) in nets.items():
+        for method, (model, t, kw) in nets.items():
             if method == slow:
                 report(method, model, "equal time", t, args.epochs * args.steps)
                 continue
@@ -153,7 +153,7 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
                     max_epochs=1,
                     steps_per_epoch=args.steps,
                     seed=args.seed + 1 + extra,
-                    ema=recipe(args)[method].get("ema"),  # the batch size carries over by itself
+                    ema=kw.get("ema"),  # the batch size carries over by itself
                     progress=False,
                 )
                 t += time.perf_counter() - t0

@@ -128,9 +128,10 @@ lr, weight_decay, lam
     Adam learning rate and weight decay, weight λ of the PCC term of the loss
     MSE + λ·(1 − PCC) (paper: 5e-4, 1e-4, 0.5).
 ema
-    Keep an exponential moving average of the weights with this decay per step (e.g. ``0.99``,
-    about the last 100 steps; warm-up ``(1 + t) / (10 + t)``) and end with the averaged weights,
-    which validation scores; ``None`` (default) keeps the last step's weights.
+    Keep an exponential moving average of the weights with this decay per step (e.g. ``0.99``:
+    about the last 100 steps once warmed up; the warm-up ``min(ema, (1 + t) / (10 + t))`` at step
+    ``t`` makes it about the last 50 at step 500) and end with the averaged weights, which
+    validation scores; ``None`` (default) keeps the last step's weights.
 patience
     Early stopping patience in epochs on the validation loss (needs ``validation``); the weights of
     the best validation epoch are restored at the end.

@@ -14,6 +14,7 @@ from .. import _docs
 from .._core._validate import check_int, check_number
 from .._settings import settings
 from ..train import TrainingPlan, fit
+from ..train._loop import check_ema
 from ._base import BaseModel
 
 __all__ = ["NoTrainOptions", "TrainedModel", "TrainingRun"]
@@ -141,10 +142,7 @@ class TrainedModel(BaseModel):
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
         lr = check_number("lr", lr)
         weight_decay = check_number("weight_decay", weight_decay, minimum=0, inclusive=True)
-        if ema is not None:
-            ema = check_number("ema", ema)
-            if ema >= 1:
-                raise ValueError(f"`ema` must be a decay below 1 (e.g. 0.99) or None, got {ema!r}.")
+        ema = check_ema(ema)
         if patience is not None:
             patience = check_int("patience", patience)
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed

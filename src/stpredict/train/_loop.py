@@ -8,9 +8,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .._core._validate import check_number
 from .._progress import tqdm
 
-__all__ = ["TrainingPlan", "fit"]
+__all__ = ["TrainingPlan", "check_ema", "fit"]
+
+
+def check_ema(ema: float | None) -> float | None:
+    """``ema`` as a decay in (0, 1), or ``None`` (no average of the weights)."""
+    if ema is None:
+        return None
+    v = check_number("ema", ema)
+    if v >= 1:
+        raise ValueError(f"`ema` must be a decay between 0 and 1 (e.g. 0.99) or None, got {ema!r}.")
+    return v
 
 
 class TrainingPlan(Protocol):
@@ -62,8 +73,8 @@ def fit(
     With ``ema`` (a decay in (0, 1), e.g. 0.99) an exponential moving average of the trained parameters
     is kept, with the usual warm-up ``min(ema, (1 + t) / (10 + t))`` at optimiser step ``t`` (counted
     on when the optimiser state is resumed); validation scores the averaged weights and they are the
-    weights the network keeps at the end (a later call continues from them). Buffers (batch-norm statistics) are not averaged: they already are
-    running averages.
+    weights the network keeps at the end (a later call continues from them). Buffers (batch-norm
+    statistics) are not averaged: they already are running averages.
 
     Returns
     -------
@@ -76,10 +87,8 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if model.optimizer_state is not None:
         opt.load_state_dict(model.optimizer_state)
-    if ema is not None and not 0 < ema < 1:
-        raise ValueError(f"`ema` must be a decay between 0 and 1 (e.g. 0.99) or None, got {ema!r}.")
     averaged = None
-    if ema is not None:  # the warm-up counts on from a resumed optimiser's steps
+    if check_ema(ema) is not None:  # the warm-up counts on from a resumed optimiser's steps
         done = opt.state.get(params[0], {}).get("step", 0) if params else 0
         averaged = _Average(params, ema, steps=int(done))
     validate = plan.has_validation
