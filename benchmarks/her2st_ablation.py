@@ -14,6 +14,10 @@ sections (two to train, one to validate), so that no fold's choice reads its tes
 
     python benchmarks/her2st_ablation.py --configs pixnet_4um,pixnet --train C3,C4 --val C5   # for fold C2
 
+With ``--flips``, every trained model is also scored with test-time flips (the mean of its
+predictions for the image and its horizontal, vertical and both-ways flips; a dense map is flipped
+back before it is averaged), at no extra training cost, as a row ``<config>+flips``.
+
 Rows are appended to ``--out`` (CSV) and printed as a markdown table of everything in it.
 """
 
@@ -69,7 +73,34 @@ CONFIGS: dict[str, dict] = {
 }
 
 
-def run(name: str, sections: dict, args) -> dict:
+class Flips(torch.nn.Module):
+    """A network averaged over the four flips of its input (dense outputs flipped back first)."""
+
+    def __init__(self, net: torch.nn.Module, dense: bool) -> None:
+        super().__init__()
+        self.net, self.dense = net, dense
+        self.n_genes = net.n_genes
+        if dense:
+            self.stride = net.stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = 0
+        for dims in ((), (-1,), (-2,), (-2, -1)):
+            y = self.net(torch.flip(x, dims) if dims else x)
+            out = out + (torch.flip(y, dims) if dims and self.dense else y)
+        return out / 4
+
+
+def score(model, sd, args) -> tuple[pd.Series, float]:
+    """Predict the validation section's spots and score them; the scores and the prediction time."""
+    t1 = time.perf_counter()
+    stp.tl.predict_shapes(sd, model, shapes=f"{args.val}_spots", key_added="ablation", overwrite=True)
+    t_pred = time.perf_counter() - t1
+    _, s = stp.tl.evaluate(sd, pred=f"ablation_{args.val}_spots", truth="spots", seed=args.seed)
+    return s.loc[args.val], t_pred
+
+
+def run(name: str, sections: dict, args) -> list[dict]:
     cfg = dict(CONFIGS[name])
     if args.encoder_weights:
         cfg["encoder_weights"] = args.encoder_weights
@@ -83,11 +114,21 @@ def run(name: str, sections: dict, args) -> dict:
         train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **cfg
     )
     t_train = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    stp.tl.predict_shapes(sd, model, shapes=f"{args.val}_spots", key_added="ablation", overwrite=True)
-    t_pred = time.perf_counter() - t1
-    _, s = stp.tl.evaluate(sd, pred=f"ablation_{args.val}_spots", truth="spots", seed=args.seed)
-    s = s.loc[args.val]
+    rows = []
+    for flips in (False, True) if args.flips else (False,):
+        net = model.module
+        if flips:
+            model.module = Flips(net, dense=cfg["model"] != "spot_regressor")
+        try:
+            s, t_pred = score(model, sd, args)
+        finally:
+            model.module = net
+        rows.append(row(name + ("+flips" if flips else ""), cfg, s, t_train, t_pred, args))
+    return rows
+
+
+def row(name: str, cfg: dict, s: pd.Series, t_train: float, t_pred: float, args) -> dict:
+    """One CSV row."""
     return {
         "config": name,
         "encoder_weights": args.encoder_weights or "random init",
@@ -118,6 +159,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flips", action="store_true", help="also score each model with test-time flips")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
     ap.add_argument("--out", default="benchmarks/results/her2st_ablation.csv")
     args = ap.parse_args()
@@ -135,13 +177,14 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
-        row = run(name, sections, args)
-        print(
-            f"{name}: PCC@M {row['PCC@M']:.3f}, MSE {row['MSE']:.3f}, train {row['train_s']:.0f} s, "
-            f"predict {row['predict_s']:.1f} s",
-            flush=True,
-        )
-        pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+        rows = run(name, sections, args)
+        for r in rows:
+            print(
+                f"{r['config']}: PCC@M {r['PCC@M']:.3f}, MSE {r['MSE']:.3f}, train {r['train_s']:.0f} s, "
+                f"predict {r['predict_s']:.1f} s",
+                flush=True,
+            )
+        pd.DataFrame(rows).to_csv(out, mode="a", header=not out.exists(), index=False)
     df = pd.read_csv(out)
     cols = [
         "config",

@@ -111,10 +111,16 @@ def test_her2st_ablation_script(tmp_path, her2st_dir):
         "--steps",
         "1",
     ]
-    stdout = _run("her2st_ablation.py", *args, "--configs", "spot,pixnet_4um_small", "--out", str(out))
+    stdout = _run(
+        "her2st_ablation.py", *args, "--configs", "spot,pixnet_4um_small", "--flips", "--out", str(out)
+    )
     df = pd.read_csv(out)
-    assert list(df["config"]) == ["spot", "pixnet_4um_small"] and set(df["val"]) == {"C4"}
+    names = ["spot", "spot+flips", "pixnet_4um_small", "pixnet_4um_small+flips"]
+    assert list(df["config"]) == names and set(df["val"]) == {"C4"}
     assert df["PCC@M"].notna().all() and (df["steps"] == 1).all()
+    # the flipped rows score the same trained model: same training time, other predictions
+    assert df["train_s"].iloc[0] == df["train_s"].iloc[1] and df["MSE"].iloc[0] != df["MSE"].iloc[1]
+    assert df["train_s"].iloc[2] == df["train_s"].iloc[3] and df["MSE"].iloc[2] != df["MSE"].iloc[3]
     assert "| pixnet_4um_small |" in stdout
     with pytest.raises(AssertionError, match="--val must not be a training section"):
         _run("her2st_ablation.py", *args, "--val", "C2", "--out", str(out))
