@@ -126,6 +126,8 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
         )
 
     for method, kw in recipe(args).items():
+        if method not in args.methods:
+            continue
         # every preset trains at 2 µm/px unless --train-mpp or PixNet's arguments say otherwise
         kw = {**kw, "encoder_weights": ssl_weights(sections, test, args, float(kw.get("train_mpp", 2.0)))}
         t0 = time.perf_counter()
@@ -243,6 +245,11 @@ def main() -> None:
         action="store_true",
         help="also report the faster network trained on (whole epochs) to the slower one's training time",
     )
+    ap.add_argument(
+        "--methods",
+        default="PixNet,SpotRegressor,LinearProbe",
+        help="which methods to run (comma-separated; e.g. PixNet,SpotRegressor for extra seeds)",
+    )
     ap.add_argument("--train-mpp", type=float, default=None, help="µm/px the models see (default: preset, 2)")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
     ap.add_argument("--out", default="benchmarks/results/her2st.md")
@@ -255,6 +262,10 @@ def main() -> None:
     )
     if not set(args.folds) <= set(args.sections):
         ap.error(f"--folds {args.folds} must be among --sections {args.sections}.")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    known = ["PixNet", "SpotRegressor", "LinearProbe"]
+    if not args.methods or not set(args.methods) <= set(known):
+        ap.error(f"--methods {args.methods} must be a non-empty subset of {known}.")
     t0 = time.perf_counter()
     sections = {
         s: stp.datasets.her2st(s, data_dir=args.data_dir, downsample=args.downsample) for s in args.sections
