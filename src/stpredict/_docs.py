@@ -126,18 +126,21 @@ max_epochs, steps_per_epoch, batch_size
     resumed model keeps its batch size), else to the model's :attr:`default_batch_size`.
 lr, weight_decay, lam
     Adam learning rate and weight decay, weight λ of the PCC term of the loss
-    MSE + λ·(1 − PCC) (paper: 5e-4, 1e-4, 0.5).
+    MSE + λ·(1 − PCC). Default (``None``): the values of the model's previous training when it is
+    resumed, else the paper's 5e-4, 1e-4, 0.5.
 ema
     Keep an exponential moving average of the weights with this decay per step (e.g. ``0.99``:
     about the last 100 steps once warmed up; the warm-up ``min(ema, (1 + t) / (10 + t))`` at step
     ``t`` makes it about the last 50 at step 500) and end with the averaged weights, which
-    validation scores; ``None`` (default) keeps the last step's weights.
+    validation scores; ``0`` keeps the last step's weights. Default (``None``): the previous
+    training's setting when resumed, else no average.
 patience
     Early stopping patience in epochs on the validation loss (needs ``validation``); the weights of
     the best validation epoch are restored at the end.
 augment
     Random 90° rotations and flips of tiles/crops with their footprints, plus light colour jitter when
-    the encoder is trained."""
+    the encoder is trained. Default (``None``): the previous training's setting when resumed, else
+    ``True``."""
 
 key_read = """\
 key

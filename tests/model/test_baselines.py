@@ -228,21 +228,32 @@ def test_predict_shapes_tables_compare_models(slide, spot, probe):
         stp.tl.predict_shapes(slide, object(), shapes="synthetic_visium_spots")
 
 
-def test_resumed_training_keeps_the_batch_size_and_records_ema(slide):
+def test_resumed_training_keeps_its_settings_and_records_ema(slide, tmp_path):
+    settings = {"batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "lam": 0.25, "augment": False, "ema": 0.9}
     model = SpotRegressor(train_mpp=2.0).train(
-        slide,
-        tables="visium_spots",
-        n_top_genes=5,
-        max_epochs=1,
-        steps_per_epoch=2,
-        batch_size=8,
-        ema=0.9,
-        **QUICK,
+        slide, tables="visium_spots", n_top_genes=5, max_epochs=1, steps_per_epoch=2, **settings, **QUICK
     )
-    assert model.training_params["batch_size"] == 8 and model.training_params["ema"] == 0.9
+    assert {k: model.training_params[k] for k in settings} == settings
     model.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, **QUICK)
-    assert model.training_params["batch_size"] == 8  # not the class default (32)
+    # not the defaults (batch 32, lr 5e-4, wd 1e-4, λ 0.5, augmentation on, no EMA)
+    assert {k: model.training_params[k] for k in settings} == settings
     assert [h["epoch"] for h in model.history] == [1, 2]
+    # a checkpoint carries them too; a call changes what it names, and ema=0 turns the average off
+    loaded = stp.model.load(model.save(tmp_path / "ckpt"))
+    loaded.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, lr=2e-4, ema=0, **QUICK)
+    assert {k: loaded.training_params[k] for k in settings} == {**settings, "lr": 2e-4, "ema": None}
+    assert [h["epoch"] for h in loaded.history] == [1, 2, 3]
+    fresh = SpotRegressor(train_mpp=2.0).train(
+        slide, tables="visium_spots", n_top_genes=5, max_epochs=1, steps_per_epoch=1, **QUICK
+    )
+    assert {k: fresh.training_params[k] for k in settings} == {
+        "batch_size": 32,
+        "lr": 5e-4,
+        "weight_decay": 1e-4,
+        "lam": 0.5,
+        "augment": True,
+        "ema": None,
+    }
     with pytest.raises(ValueError, match="ema"):
         model.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, ema=1.0, **QUICK)
     with pytest.raises(TypeError, match="closed-form"):

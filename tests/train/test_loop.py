@@ -158,3 +158,8 @@ def test_ema_is_checked():
 
     with pytest.raises(ValueError, match="ema"):
         _fit(_Model(), _Plan(), ema=1.5)
+    with pytest.raises(ValueError, match="ema"):
+        _fit(_Model(), _Plan(), ema=-0.1)
+    from stpredict.train._loop import check_ema
+
+    assert check_ema(0) is None and check_ema(None) is None and check_ema(0.99) == 0.99

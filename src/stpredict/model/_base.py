@@ -227,16 +227,25 @@ class BaseModel:
             f"train_mpp={self.config.get('train_mpp')}, {state})"
         )
 
+    def _carried(self, name: str, value: Any, default: Any) -> Any:
+        """``value``, or when it is ``None`` the one this model's previous training used, else ``default``.
+
+        A resumed model (a second ``train`` call, or a loaded checkpoint) keeps its training settings
+        unless the call changes them.
+        """
+        if value is not None:
+            return value
+        previous = (self.training_params or {}).get(name)
+        return default if previous is None else previous
+
     def _fit_args(
-        self, seed: int | None, batch_size: int | None, lam: float, progress: bool | None
+        self, seed: int | None, batch_size: int | None, lam: float | None, progress: bool | None
     ) -> tuple[int, int, float, bool]:
         """The checked arguments every ``train`` shares, with the defaults filled in: seed, batch size, λ, progress."""
         seed = settings.seed if seed is None else check_int("seed", seed, minimum=0)
-        if batch_size is None:  # a resumed model keeps the batch size it was trained with
-            batch_size = (self.training_params or {}).get("batch_size") or self.default_batch_size
-        else:
-            batch_size = check_int("batch_size", batch_size)
-        lam = check_number("lam", lam, minimum=0, inclusive=True)
+        # a resumed model keeps the batch size and λ it was trained with
+        batch_size = check_int("batch_size", self._carried("batch_size", batch_size, self.default_batch_size))
+        lam = check_number("lam", self._carried("lam", lam, 0.5), minimum=0, inclusive=True)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
         return seed, batch_size, lam, settings.progress_bar if progress is None else progress

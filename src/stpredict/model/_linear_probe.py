@@ -135,7 +135,7 @@ class LinearProbe(DenseModel):
         image_key: str | Sequence[str] | None = None,
         validation: int | Sequence[int] | None = None,
         n_top_genes: int = 250,
-        lam: float = 0.5,
+        lam: float | None = None,
         batch_size: int | None = None,
         coverage: Coverage = "center",
         tiles: str | None = None,
@@ -154,7 +154,8 @@ class LinearProbe(DenseModel):
             Section(s) left out of the fit; their loss, MSE and PCC are recorded in :attr:`history`.
         {n_top_genes}
         lam
-            Weight of the PCC term in the cross-validation score (MSE + λ·(1 − PCC), PixNet's loss).
+            Weight of the PCC term in the cross-validation score (MSE + λ·(1 − PCC), PixNet's loss);
+            default 0.5, or the value of the model's previous fit.
         batch_size
             Tiles per encoder forward pass.
         {coverage}

@@ -91,12 +91,12 @@ class TrainedModel(BaseModel):
         max_epochs: int = 10,
         steps_per_epoch: int = 50,
         batch_size: int | None = None,
-        lr: float = 5e-4,
-        weight_decay: float = 1e-4,
+        lr: float | None = None,
+        weight_decay: float | None = None,
         ema: float | None = None,
-        lam: float = 0.5,
+        lam: float | None = None,
         patience: int | None = 3,
-        augment: bool = True,
+        augment: bool | None = None,
         tiles: str | None = None,
         seed: int | None = None,
         device: str | None = None,
@@ -140,9 +140,16 @@ class TrainedModel(BaseModel):
         seed, batch_size, lam, progress = self._fit_args(seed, batch_size, lam, progress)
         max_epochs = check_int("max_epochs", max_epochs)
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
-        lr = check_number("lr", lr)
-        weight_decay = check_number("weight_decay", weight_decay, minimum=0, inclusive=True)
-        ema = check_ema(ema)
+        # a resumed model keeps the settings of its previous training unless this call changes them
+        lr = check_number("lr", self._carried("lr", lr, 5e-4))
+        weight_decay = check_number(
+            "weight_decay", self._carried("weight_decay", weight_decay, 1e-4), minimum=0, inclusive=True
+        )
+        prev_ema = (self.training_params or {}).get("ema")
+        ema = check_ema(prev_ema if ema is None else ema)
+        augment = self._carried("augment", augment, True)
+        if not isinstance(augment, bool):
+            raise TypeError(f"`augment` must be True or False, got {augment!r}.")
         if patience is not None:
             patience = check_int("patience", patience)
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed

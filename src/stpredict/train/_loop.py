@@ -15,13 +15,13 @@ __all__ = ["TrainingPlan", "check_ema", "fit"]
 
 
 def check_ema(ema: float | None) -> float | None:
-    """``ema`` as a decay in (0, 1), or ``None`` (no average of the weights)."""
+    """``ema`` as a decay in (0, 1), or ``None`` for no average of the weights (also for ``ema=0``)."""
     if ema is None:
         return None
-    v = check_number("ema", ema)
+    v = check_number("ema", ema, minimum=0, inclusive=True)
     if v >= 1:
-        raise ValueError(f"`ema` must be a decay between 0 and 1 (e.g. 0.99) or None, got {ema!r}.")
-    return v
+        raise ValueError(f"`ema` must be a decay between 0 and 1 (e.g. 0.99), or 0 for none, got {ema!r}.")
+    return None if v == 0 else v
 
 
 class TrainingPlan(Protocol):
