@@ -70,6 +70,16 @@ CONFIGS: dict[str, dict] = {
     # exponential moving average of the weights (decay 0.99 per step): the last epoch's weights vary a lot
     "pixnet_4um_ema": {"model": "pixnet", "train_mpp": 4.0, "tile_size": 128, "batch_size": 8, "ema": 0.99},
     "spot_ema": {"model": "spot_regressor", "ema": 0.99},
+    # a cosine decay of the learning rate over the 500 steps (lr → lr / 100), with the average
+    "pixnet_4um_ema_cos": {
+        "model": "pixnet",
+        "train_mpp": 4.0,
+        "tile_size": 128,
+        "batch_size": 8,
+        "ema": 0.99,
+        "lr_schedule": "cosine",
+    },
+    "spot_ema_cos": {"model": "spot_regressor", "ema": 0.99, "lr_schedule": "cosine"},
 }
 
 

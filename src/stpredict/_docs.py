@@ -134,6 +134,10 @@ ema
     ``t`` makes it about the last 50 at step 500) and end with the averaged weights, which
     validation scores; ``0`` keeps the last step's weights. Default (``None``): the previous
     training's setting when resumed, else no average.
+lr_schedule
+    ``"constant"`` keeps ``lr``; ``"cosine"`` decays it over this call's ``max_epochs × steps_per_epoch``
+    steps from ``lr`` to ``lr / 100`` along half a cosine (early stopping may end it sooner). Default
+    (``None``): the previous training's setting when resumed, else ``"constant"``.
 patience
     Early stopping patience in epochs on the validation loss (needs ``validation``); the weights of
     the best validation epoch are restored at the end.

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 __all__ = [
     "Aggregation",
     "Coverage",
+    "LRSchedule",
     "ModelName",
     "OutActivation",
     "PresetName",
@@ -27,6 +28,8 @@ ModelName = Literal["pixnet", "spot_regressor", "linear_probe"]
 PresetName = Literal["auto", "cpu", "paper"]
 #: Output activation of the PixNet head.
 OutActivation = Literal["identity", "softplus", "relu"]
+#: Learning-rate schedule of one training call.
+LRSchedule = Literal["constant", "cosine"]
 #: Resampling filter of the window reader.
 Resample = Literal["box", "bilinear"]
 

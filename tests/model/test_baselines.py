@@ -229,7 +229,15 @@ def test_predict_shapes_tables_compare_models(slide, spot, probe):
 
 
 def test_resumed_training_keeps_its_settings_and_records_ema(slide, tmp_path):
-    settings = {"batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "lam": 0.25, "augment": False, "ema": 0.9}
+    settings = {
+        "batch_size": 8,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "lam": 0.25,
+        "augment": False,
+        "ema": 0.9,
+        "lr_schedule": "cosine",
+    }
     model = SpotRegressor(train_mpp=2.0).train(
         slide, tables="visium_spots", n_top_genes=5, max_epochs=1, steps_per_epoch=2, **settings, **QUICK
     )
@@ -253,6 +261,7 @@ def test_resumed_training_keeps_its_settings_and_records_ema(slide, tmp_path):
         "lam": 0.5,
         "augment": True,
         "ema": None,
+        "lr_schedule": "constant",
     }
     with pytest.raises(ValueError, match="ema"):
         model.train(slide, tables="visium_spots", max_epochs=1, steps_per_epoch=1, ema=1.0, **QUICK)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -163,3 +165,37 @@ def test_ema_is_checked():
     from stpredict.train._loop import check_ema
 
     assert check_ema(0) is None and check_ema(None) is None and check_ema(0.99) == 0.99
+
+
+def test_resumed_optimiser_takes_this_calls_lr_and_weight_decay():
+    model, plan = _Model(), _Plan()
+    _fit(model, plan, lr=0.1, weight_decay=0.0)
+    _fit(model, plan, lr=0.01, weight_decay=1e-3)
+    group = model.optimizer_state["param_groups"][0]
+    assert group["lr"] == 0.01 and group["weight_decay"] == 1e-3  # not the saved 0.1 / 0.0
+    assert model.optimizer_state["state"][0]["step"] == 16  # Adam's state still went on
+
+
+def test_cosine_schedule_decays_from_lr_to_a_hundredth(monkeypatch):
+    lrs = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    model = _Model()
+    _fit(model, _Plan(), lr=0.1, lr_schedule="cosine", max_epochs=2, steps_per_epoch=5)
+    assert len(lrs) == 10
+    np.testing.assert_allclose(lrs[0], 0.1)
+    np.testing.assert_allclose(lrs[-1], 0.001)
+    assert all(a > b for a, b in itertools.pairwise(lrs))  # strictly decreasing
+    np.testing.assert_allclose(lrs[4] + lrs[5], 0.1 + 0.001, rtol=1e-6)  # symmetric about the middle
+    lrs.clear()
+    _fit(model, _Plan(), lr=0.1, max_epochs=1, steps_per_epoch=3)  # constant (the default): resumed at lr
+    assert lrs == [0.1, 0.1, 0.1]
+    import pytest
+
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _fit(_Model(), _Plan(), lr_schedule="linear")

@@ -158,7 +158,8 @@ class BaseModel:
         unknown = sorted(set(kwargs) - arch_names - fit_names)
         if unknown:
             no_loop = sorted(
-                set(unknown) & {"max_epochs", "steps_per_epoch", "lr", "weight_decay", "ema", "patience"}
+                set(unknown)
+                & {"max_epochs", "steps_per_epoch", "lr", "weight_decay", "ema", "lr_schedule", "patience"}
             )
             why = (
                 f" It is fitted in one closed-form ridge solve (no epochs, steps or learning rate): pass {no_loop} "

@@ -13,6 +13,7 @@ from spatialdata import SpatialData
 from .. import _docs
 from .._core._validate import check_int, check_number
 from .._settings import settings
+from .._types import LRSchedule, check_choice
 from ..train import TrainingPlan, fit
 from ..train._loop import check_ema
 from ._base import BaseModel
@@ -94,6 +95,7 @@ class TrainedModel(BaseModel):
         lr: float | None = None,
         weight_decay: float | None = None,
         ema: float | None = None,
+        lr_schedule: LRSchedule | None = None,
         lam: float | None = None,
         patience: int | None = 3,
         augment: bool | None = None,
@@ -147,6 +149,8 @@ class TrainedModel(BaseModel):
         )
         prev_ema = (self.training_params or {}).get("ema")
         ema = check_ema(prev_ema if ema is None else ema)
+        lr_schedule = self._carried("lr_schedule", lr_schedule, "constant")
+        check_choice("lr_schedule", lr_schedule, LRSchedule)
         augment = self._carried("augment", augment, True)
         if not isinstance(augment, bool):
             raise TypeError(f"`augment` must be True or False, got {augment!r}.")
@@ -186,6 +190,7 @@ class TrainedModel(BaseModel):
             "lr": lr,
             "weight_decay": weight_decay,
             "ema": ema,
+            "lr_schedule": lr_schedule,
             "lam": lam,
             "patience": patience,
             "augment": augment,
@@ -202,6 +207,7 @@ class TrainedModel(BaseModel):
             lr=lr,
             weight_decay=weight_decay,
             ema=ema,
+            lr_schedule=lr_schedule,
             patience=patience,
             progress=progress,
             desc=f"training {type(self).__name__} on {', '.join(names[i] for i in train_idx)}",

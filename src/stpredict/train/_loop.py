@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Protocol
 
@@ -10,6 +11,7 @@ import torch
 
 from .._core._validate import check_number
 from .._progress import tqdm
+from .._types import LRSchedule, check_choice
 
 __all__ = ["TrainingPlan", "check_ema", "fit"]
 
@@ -60,6 +62,7 @@ def fit(
     progress: bool,
     desc: str = "training",
     ema: float | None = None,
+    lr_schedule: LRSchedule = "constant",
 ) -> list[dict]:
     """Train ``plan.net`` in place with Adam; the epoch loop every trained stpredict model shares.
 
@@ -76,6 +79,11 @@ def fit(
     weights the network keeps at the end (a later call continues from them). Buffers (batch-norm
     statistics) are not averaged: they already are running averages.
 
+    ``lr`` and ``weight_decay`` are this call's even when the optimiser state is resumed (Adam's moments
+    and step count carry over). ``lr_schedule="cosine"`` decays the learning rate over this call's
+    ``max_epochs × steps_per_epoch`` steps from ``lr`` to ``lr / 100`` along half a cosine;
+    ``"constant"`` keeps ``lr``.
+
     Returns
     -------
     The records of this call.
@@ -87,6 +95,16 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if model.optimizer_state is not None:
         opt.load_state_dict(model.optimizer_state)
+        for group in opt.param_groups:  # this call's settings, not the saved ones
+            group["lr"], group["weight_decay"] = lr, weight_decay
+    check_choice("lr_schedule", lr_schedule, LRSchedule)
+    total = max_epochs * steps_per_epoch
+    step_lr = (
+        (lambda t: lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t / max(total - 1, 1)))))
+        if lr_schedule == "cosine"
+        else None
+    )
+    t_call = 0
     averaged = None
     if check_ema(ema) is not None:  # the warm-up counts on from a resumed optimiser's steps
         done = opt.state.get(params[0], {}).get("step", 0) if params else 0
@@ -109,6 +127,10 @@ def fit(
                 leave=False,
             )
             for _ in bar:
+                if step_lr is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = step_lr(t_call)
+                t_call += 1
                 loss, pcc = plan.training_step()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
