@@ -36,6 +36,47 @@ def test_cross_scale_script_prints_and_writes_the_table(tmp_path):
     assert df["PCC@M"].notna().all()
 
 
+def test_multiscale_script_on_a_visium_hd_outs_folder_at_equal_steps_and_time(tmp_path):
+    out = tmp_path / "ms.md"
+    tiny = [
+        "--seeds",
+        "0",
+        "--genes",
+        "5",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--width-um",
+        "480",
+        "--height-um",
+        "416",
+    ]
+    stdout = _run(
+        "multiscale.py",
+        *tiny,
+        *(
+            "--configs",
+            "b16,multi_rate",
+            "--max-footprints",
+            "40",
+            "--equal-time",
+            "--visium-hd",
+            "--out",
+            str(out),
+        ),
+    )
+    assert "| multi_rate | equal steps |" in stdout and "8 µm PCC@M" in stdout
+    assert "io.read_visium_hd" in stdout
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert set(df["config"]) == {"b16", "multi_rate"}
+    # the reader's bins only: no 100 µm spots on a Visium HD slide
+    assert set(df["scale"]) == {"16 µm", "8 µm", "2 µm"}
+    # the faster configuration trained on to the slower one's time, the slower one not
+    assert (df["budget"] == "equal steps").sum() == 6 and (df["budget"] == "equal time").sum() in (0, 3)
+    assert df["PCC@M"].notna().all()
+
+
 @pytest.mark.her2st
 def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
     import timm

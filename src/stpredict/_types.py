@@ -8,10 +8,12 @@ __all__ = [
     "Aggregation",
     "Coverage",
     "LRSchedule",
+    "MapSpace",
     "ModelName",
     "OutActivation",
     "PresetName",
     "Resample",
+    "TableWeighting",
     "TileMethod",
     "check_choice",
 ]
@@ -28,6 +30,10 @@ ModelName = Literal["pixnet", "spot_regressor", "linear_probe"]
 PresetName = Literal["auto", "cpu", "paper"]
 #: Output activation of the PixNet head.
 OutActivation = Literal["identity", "softplus", "relu"]
+#: What the PixNet head predicts: log-normalised values (``"log"``) or log-rates of a count model (``"rate"``).
+MapSpace = Literal["log", "rate"]
+#: How the losses of several supervising tables combine in a step.
+TableWeighting = Literal["pooled", "equal"]
 #: Learning-rate schedule of one training call.
 LRSchedule = Literal["constant", "cosine"]
 #: Resampling filter of the window reader.

@@ -71,6 +71,7 @@ def test_checkpoint_stores_constructor_arguments_and_rebuilds(tmp_path):
         "decoder_channels": [16, 8, 8, 8],
         "expansion": 2,
         "out_activation": "identity",
+        "map_space": "log",
         "freeze_encoder": False,
         "train_mpp": 2.0,
         "tile_size": 64,

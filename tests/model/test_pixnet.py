@@ -127,6 +127,46 @@ def test_multiscale_tables_and_vit_encoder(slide):
     )
 
 
+def test_rate_map_trains_on_several_bin_sizes_saves_and_predicts_normalised_values(tmp_path, slide):
+    model = PixNet(**SMALL, map_space="rate")
+    tables = ["square_016um", "square_008um"]
+    model.train(slide, tables=tables, n_top_genes=4, table_weighting="equal", **FIT)
+    assert model.map_space == "rate" and model.training_params["table_weighting"] == "equal"
+    assert np.isfinite(model.history[-1]["train_loss"])
+    # the head starts at the mean rate (expm1 of the log-normalised targets), so predictions start on their scale
+    truth = normalize_counts(slide.tables["square_016um"], model.recipe)
+    pred = model.predict_footprints(slide, table="square_016um")
+    assert pred.shape == truth.shape and (pred >= 0).all()
+    assert abs(float(pred.mean()) - float(truth.mean())) < 2.0
+    model.save(tmp_path / "rate")
+    back = stp.model.load(tmp_path / "rate")
+    assert back.map_space == "rate" and back.config["map_space"] == "rate"
+    np.testing.assert_allclose(back.predict_footprints(slide, table="square_016um"), pred, atol=1e-5)
+    with pytest.raises(ValueError, match="table_weighting"):
+        PixNet(**SMALL).train(slide, tables=tables, n_top_genes=4, table_weighting="mean", **FIT)
+    with pytest.raises(ValueError, match="map_space"):
+        PixNet(**SMALL, map_space="counts")
+
+
+def test_log_targets_on_sparse_bins_warn_and_point_to_the_rate_map(caplog):
+    import logging
+
+    small = stp.datasets.synthetic(
+        width_um=320, height_um=320, n_genes=5, seed=1, bins_um=(2, 16), st_spots=False, visium_spots=False
+    )
+    fit = {**FIT, "max_epochs": 1, "steps_per_epoch": 1}
+    with caplog.at_level(logging.WARNING, logger="stpredict"):
+        PixNet(**SMALL).train(small, tables=["square_016um", "square_002um"], n_top_genes=3, **fit)
+    assert "'square_002um' has a median of" in caplog.text and "map_space='rate'" in caplog.text
+    assert "square_016um' has" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stpredict"):
+        PixNet(**SMALL, map_space="rate").train(
+            small, tables=["square_016um", "square_002um"], n_top_genes=3, **fit
+        )
+    assert "median of" not in caplog.text
+
+
 def test_deterministic_on_cpu(slide):
     a = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=4, **FIT)
     b = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=4, **FIT)
@@ -244,9 +284,9 @@ def test_context_keeps_supervised_footprints_away_from_tile_edges(slide):
         sampler = TileSampler([sec], tile_size=96, context=context, seed=0)
         for _ in range(20):
             x0, y0 = sampler._origin(sec, *sec.footprints[0].centres[5], jitter=True)
-            _, _, ids = sampler.tile_targets(sec, x0, y0)
-            for t, rows in ids:
-                b = sec.bounds[t][rows]
+            r = sampler.tile_targets(sec, x0, y0)
+            for t, row in zip(r.groups, r.index, strict=True):
+                b = sec.bounds[t][row][None]
                 assert (b[:, :2] >= np.array([x0, y0]) + context).all()
                 assert (b[:, 2:] <= np.array([x0, y0]) + 96 - context).all()
     with pytest.raises(ValueError, match="half the tile"):

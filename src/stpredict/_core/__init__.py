@@ -35,7 +35,7 @@ from ._image import (
 )
 from ._metrics import pcc_per_gene, summarize_pcc
 from ._mpp import add_micron_cs, get_mpp, is_micron_cs, micron_cs_name, pixel_and_micron_transforms, set_mpp
-from ._recipe import Recipe, normalize_counts, recipe_from_table, select_genes
+from ._recipe import Recipe, gene_counts, normalize_counts, recipe_from_table, select_genes
 from ._store import ElementWriter, check_new_names, file_sha256, recover_store, written_elements
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "footprint_diameters",
     "footprint_matrix",
     "full_resolution",
+    "gene_counts",
     "get_mpp",
     "is_micron_cs",
     "match_rows",

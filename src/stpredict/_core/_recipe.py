@@ -14,7 +14,7 @@ from scipy import sparse
 from .. import _constants as C
 from ._validate import check_int, check_names, check_number, check_unique_var_names
 
-__all__ = ["Recipe", "normalize_counts", "recipe_from_table", "select_genes"]
+__all__ = ["Recipe", "gene_counts", "normalize_counts", "recipe_from_table", "select_genes"]
 
 
 @dataclass
@@ -63,6 +63,22 @@ def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None
     scale = np.divide(recipe.target_sum, total, out=np.zeros_like(total), where=total > 0)
     out = sel * scale[:, None]
     return (np.log1p(out) if recipe.log1p else out).astype(np.float32)
+
+
+def gene_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw counts of ``recipe.genes`` ``(n, M)`` and each footprint's total over all genes ``(n,)``.
+
+    What a count likelihood needs: the expected count of a gene in a footprint is its total times the
+    predicted rate / ``target_sum``.
+    """
+    check_unique_var_names(table, "The table")
+    missing = [g for g in recipe.genes if g not in table.var_names]
+    if missing:
+        raise ValueError(f"{len(missing)} model gene(s) are missing from the table, e.g. {missing[:5]}.")
+    X = _counts(table, layer)
+    total = np.asarray(X.sum(1)).ravel().astype(np.float32)
+    cols = table.var_names.get_indexer(recipe.genes)
+    return X[:, cols].toarray().astype(np.float32), total
 
 
 def select_genes(tables: Sequence[AnnData], n_top: int = 250) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._logging import logger
-from .._types import Coverage, OutActivation, check_choice
+from .._types import Coverage, MapSpace, OutActivation, TableWeighting, check_choice
 from ..module import PixNetModule
 from ..train import TilePlan, load_section
 from ._base import Preset, architecture
@@ -18,6 +18,9 @@ from ._dense import DenseModel
 from ._trained import TrainedModel, TrainingRun
 
 __all__ = ["PixNet", "PixNetTrainOptions"]
+
+#: Below this median count per footprint, log-normalised targets are mostly noise (a 2 µm bin holds ~1.5).
+SPARSE_COUNTS = 20
 
 
 @dataclass
@@ -36,6 +39,10 @@ class PixNetTrainOptions:
     context
         Supervise only footprints at least this many pixels (at ``train_mpp``) inside the training
         tile, so that each is seen with image context on every side, as in prediction.
+    table_weighting
+        With several ``tables`` (footprint sizes): ``"pooled"`` fits one loss over all footprints of a
+        step (the paper's; the table with the most footprints per tile dominates), ``"equal"`` one loss
+        per table, averaged, so each footprint size weighs the same.
 
     """
 
@@ -43,9 +50,11 @@ class PixNetTrainOptions:
     coverage: Coverage = "center"
     feature_cache_size: int = 2048
     context: int = 0
+    table_weighting: TableWeighting = "pooled"
 
     def __post_init__(self) -> None:
         check_choice("coverage", self.coverage, Coverage)
+        check_choice("table_weighting", self.table_weighting, TableWeighting)
 
 
 class PixNet(DenseModel, TrainedModel):
@@ -69,6 +78,14 @@ class PixNet(DenseModel, TrainedModel):
         DFFN expansion factor.
     out_activation
         ``"identity"`` for log-normalised targets (default), ``"softplus"``/``"relu"`` for non-negative ones.
+    map_space
+        ``"log"`` (default): the map is the log-normalised expression, trained by MSE + PCC on the
+        footprints' log-normalised counts (the paper). ``"rate"``: the network predicts a non-negative
+        rate map (expected counts per ``target_sum`` counts) whose footprint means are fitted to the
+        raw counts with a Poisson likelihood (the footprint's total count as offset) + the PCC term on
+        their log1p; the map and every prediction are ``log1p`` of the rate, the same normalised units.
+        Footprints of different sizes then ask the same map for consistent things (a 16 µm bin's rate
+        is the mean of its 2 µm bins' rates), and a bin with one count weighs one count's worth.
     freeze_encoder
         Keep encoder weights fixed and cache encoder features of tiles during training.
     train_mpp
@@ -93,7 +110,7 @@ class PixNet(DenseModel, TrainedModel):
     key: ClassVar[str] = "pixnet"
     _FORMAT: ClassVar[str] = "stpredict-pixnet"
     module_class = PixNetModule
-    module_args = ("encoder", "decoder_channels", "expansion", "out_activation")
+    module_args = ("encoder", "decoder_channels", "expansion", "out_activation", "map_space")
     train_options = PixNetTrainOptions
     default_batch_size = 4
     presets: ClassVar[dict[str, Preset]] = {
@@ -111,14 +128,26 @@ class PixNet(DenseModel, TrainedModel):
         decoder_channels: int | Sequence[int] = 512,
         expansion: int = 2,
         out_activation: OutActivation = "identity",
+        map_space: MapSpace = "log",
         freeze_encoder: bool = False,
         train_mpp: float = 1.0,
         tile_size: int = 384,
         target_sum: float = 1e4,
     ) -> None:
         check_choice("out_activation", out_activation, OutActivation)
+        check_choice("map_space", map_space, MapSpace)
+        if map_space == "rate" and out_activation != "identity":
+            raise ValueError(
+                f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
+                "Use out_activation='identity' (the default)."
+            )
         self.feature_cache_stats: dict[str, int] = {}
         super().__init__(genes, target_sum=target_sum, **architecture(locals()))
+
+    @property
+    def map_space(self) -> str:
+        """What the network's head predicts: ``"log"`` (log-normalised values) or ``"rate"`` (log-rates)."""
+        return str(self.config.get("map_space", "log"))
 
     @property
     def freeze_encoder(self) -> bool:
@@ -131,8 +160,32 @@ class PixNet(DenseModel, TrainedModel):
             for p in self.module.encoder.parameters():
                 p.requires_grad_(False)
 
+    def _warn_sparse_log_targets(self, run: TrainingRun) -> None:
+        """Warn when log-normalised targets are fitted on footprints with a handful of counts each."""
+        if self.map_space != "log" or len(run.tables) < 2:
+            return
+        sparse_tables = {}
+        for t in run.tables:
+            X = run.sdatas[run.train_idx[0]].tables[t].X
+            median = float(np.median(np.asarray(X.sum(1)).ravel()))
+            if median < SPARSE_COUNTS:
+                sparse_tables[t] = median
+        if sparse_tables:
+            logger.warning(
+                f"Training on {len(run.tables)} tables with log-normalised targets, and "
+                + ", ".join(
+                    f"{t!r} has a median of {m:g} counts per footprint" for t, m in sparse_tables.items()
+                )
+                + ": log-normalised targets of so few counts are mostly noise (a single count becomes the log of "
+                "target_sum / total), and fitting them by squared error beside larger footprints pulls the map "
+                "towards that noise. PixNet(map_space='rate') "
+                "fits the counts themselves (Poisson) with footprint sizes that agree; with "
+                "table_weighting='equal' it is what helped on several bin sizes in benchmarks/README.md."
+            )
+
     def _training_plan(self, run: TrainingRun) -> TilePlan:
         opts: PixNetTrainOptions = run.options
+        self._warn_sparse_log_targets(run)
         sections = [
             load_section(
                 sdata,
@@ -142,6 +195,7 @@ class PixNet(DenseModel, TrainedModel):
                 train_mpp=self.train_mpp,
                 name=run.names[i],
                 tiles=run.tiles_for(i),
+                counts=self.map_space == "rate",
             )
             for i, sdata in enumerate(run.sdatas)
         ]
@@ -157,6 +211,8 @@ class PixNet(DenseModel, TrainedModel):
             max_footprints=opts.max_footprints_per_tile,
             coverage=opts.coverage,
             context=opts.context,
+            weighting=opts.table_weighting,
+            target_sum=self.recipe.target_sum,
             feature_cache_size=opts.feature_cache_size,
             lam=run.lam,
             seed=run.seed,
@@ -164,7 +220,8 @@ class PixNet(DenseModel, TrainedModel):
             progress=run.progress,
         )
         if not self.history:
-            self.module.init_output(np.vstack([y for sec in train for y in sec.targets]).mean(0))
+            y = np.vstack([y for sec in train for y in sec.targets])
+            self.module.init_output(np.expm1(y).mean(0) if self.map_space == "rate" else y.mean(0))
         logger.info(
             f"Training PixNet on {len(train)} section(s), {sum(sec.n_footprints for sec in train)} footprints, "
             f"{len(self.genes)} genes, {self.config['tile_size']} px tiles at {self.train_mpp} µm/px, device {run.device}."

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._types import OutActivation, check_choice
+from .._types import MapSpace, OutActivation, check_choice
 from ._encoder import Encoder, as_encoder
 
 __all__ = ["DFFN", "DecoderStage", "LayerNorm2d", "PixNetModule"]
@@ -82,6 +82,12 @@ class PixNetModule(nn.Module):
         Expansion factor of the DFFN hidden layer.
     out_activation
         ``"identity"`` (log-normalised targets), ``"softplus"`` or ``"relu"`` (non-negative targets).
+    map_space
+        ``"log"``: the head's output is the log-normalised expression itself. ``"rate"``: the head
+        predicts the log of a non-negative *rate* ``ρ`` (expected counts per ``target_sum`` counts of the
+        footprint), resized bilinearly as a rate, and the map is ``log1p(ρ)``; a footprint's rate is
+        the mean of ``ρ`` over it, so the rates of nested footprints agree (trained with a count
+        likelihood, see :mod:`stpredict.train`). Needs ``out_activation="identity"``.
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
 
@@ -95,6 +101,7 @@ class PixNetModule(nn.Module):
         decoder_channels: int | Sequence[int] = 512,
         expansion: int = 2,
         out_activation: OutActivation = "identity",
+        map_space: MapSpace = "log",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
     ) -> None:
@@ -102,6 +109,12 @@ class PixNetModule(nn.Module):
         if n_genes < 1:
             raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
         check_choice("out_activation", out_activation, OutActivation)
+        check_choice("map_space", map_space, MapSpace)
+        if map_space == "rate" and out_activation != "identity":
+            raise ValueError(
+                f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
+                "Use out_activation='identity' (the default)."
+            )
         self.encoder = as_encoder(encoder, pretrained=pretrained, weights=encoder_weights)
         chans = self.encoder.channels
         n_stages = len(chans) - 1
@@ -124,6 +137,7 @@ class PixNetModule(nn.Module):
         self.head = nn.Conv2d(in_ch, n_genes, 1)
         self.out_activation = out_activation
         self.activation = _ACTIVATIONS[out_activation]()
+        self.map_space = map_space
         self.n_genes = n_genes
 
     @property
@@ -149,10 +163,20 @@ class PixNetModule(nn.Module):
         Footprint means can then be taken of ``D_L`` before the head, with the same result
         (:func:`stpredict.train.run_batch` does so in training).
         """
-        return self.out_activation == "identity"
+        return self.out_activation == "identity" and self.map_space == "log"
+
+    #: Largest log-rate (``exp(15)`` ≈ 3·10⁶ per ``target_sum``): keeps ``exp`` finite early in training.
+    MAX_LOG_RATE = 15.0
+
+    def rates(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The rate map ``ρ`` ``(B, n_genes, h, w)`` on the last decoder grid (``map_space="rate"``)."""
+        return torch.exp(self.head(self.decode_features(feats)).clamp(max=self.MAX_LOG_RATE))
 
     def decode(self, feats: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         """Decode a feature pyramid into ``(B, n_genes, *out_size)``."""
+        if self.map_space == "rate":
+            rho = F.interpolate(self.rates(feats), size=out_size, mode="bilinear", align_corners=False)
+            return torch.log1p(rho)
         g = self.head(self.decode_features(feats))
         g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
         return self.activation(g)
@@ -168,8 +192,13 @@ class PixNetModule(nn.Module):
 
     @torch.no_grad()
     def init_output(self, mean: np.ndarray) -> None:
-        """Start the 1×1 head at ``mean`` (per gene), so training begins at the mean predictor."""
+        """Start the 1×1 head at ``mean`` (per gene, log-normalised), so training begins at the mean predictor.
+
+        With ``map_space="rate"``, ``mean`` is the mean *rate* per gene and the head starts at its log.
+        """
         m = torch.from_numpy(np.asarray(mean, np.float32))
-        if self.out_activation == "softplus":
+        if self.map_space == "rate":
+            m = torch.log(m.clamp_min(1e-6))
+        elif self.out_activation == "softplus":
             m = torch.where(m > 20, m, torch.log(torch.expm1(m.clamp_min(1e-4))))
         self.head.bias.copy_(m)

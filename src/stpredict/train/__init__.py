@@ -5,17 +5,18 @@
 - :func:`fit`: the epoch loop every trained model shares (optimiser, validation, early stopping,
   progress, history, resume);
 - :func:`fit_ridge`: the linear probe's cross-validated ridge (scikit-learn);
-- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss;
+- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss; :func:`grouped_loss` / :func:`poisson_deviance`: one
+  loss per footprint size, and the count likelihood of a rate map;
 - :class:`SimSiam` / :func:`pretrain_simsiam`: self-supervised encoder pretraining (``tl.pretrain_encoder``).
 """
 
 from ._crops import Cropper, CropPlan, CropSet, predict_crops
 from ._data import SectionData, load_section, section_footprints
 from ._loop import TrainingPlan, fit
-from ._loss import batch_pcc, pixnet_loss
+from ._loss import batch_pcc, grouped_loss, pixnet_loss, poisson_deviance
 from ._ridge import RidgeFit, fit_ridge, mean_pcc, pixnet_score
 from ._ssl import SimSiam, he_augment, hed_jitter, pretrain_simsiam
-from ._tiles import Batch, FeatureCache, TilePlan, TileSampler, evaluate_batches, run_batch
+from ._tiles import Batch, FeatureCache, TilePlan, TileSampler, batch_loss, evaluate_batches, run_batch
 
 __all__ = [
     "Batch",
@@ -29,16 +30,19 @@ __all__ = [
     "TilePlan",
     "TileSampler",
     "TrainingPlan",
+    "batch_loss",
     "batch_pcc",
     "evaluate_batches",
     "fit",
     "fit_ridge",
+    "grouped_loss",
     "he_augment",
     "hed_jitter",
     "load_section",
     "mean_pcc",
     "pixnet_loss",
     "pixnet_score",
+    "poisson_deviance",
     "predict_crops",
     "pretrain_simsiam",
     "run_batch",

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from spatialdata import SpatialData
 
-from .._core import Footprints, Pyramid, Recipe, get_mpp, normalize_counts, table_footprints, tiles_cover
+from .._core import (
+    Footprints,
+    Pyramid,
+    Recipe,
+    gene_counts,
+    get_mpp,
+    normalize_counts,
+    table_footprints,
+    tiles_cover,
+)
 from .._logging import logger
 
 __all__ = ["SectionData", "load_section", "section_footprints"]
@@ -21,7 +30,11 @@ __all__ = ["SectionData", "load_section", "section_footprints"]
 
 @dataclass
 class SectionData:
-    """One section at the training pixel size: the image and, per table, footprints and targets."""
+    """One section at the training pixel size: the image and, per table, footprints and targets.
+
+    ``counts`` and ``library`` (per table: raw counts of the model's genes and each footprint's total)
+    are filled only for a count likelihood (``load_section(..., counts=True)``).
+    """
 
     name: str
     image: np.ndarray
@@ -30,6 +43,8 @@ class SectionData:
     targets: list[np.ndarray] = field(default_factory=list)
     table_names: list[str] = field(default_factory=list)
     bounds: list[np.ndarray] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+    library: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n_footprints(self) -> int:
@@ -44,10 +59,12 @@ def section_footprints(
     recipe: Recipe | None,
     tiles: str | None = None,
     name: str = "section",
-) -> tuple[Footprints, np.ndarray]:
+    counts: bool = False,
+) -> tuple[Footprints, np.ndarray] | tuple[Footprints, np.ndarray, np.ndarray, np.ndarray]:
     """Footprints of a table in full-resolution image pixels and their targets (recipe applied).
 
     With ``tiles`` (a shapes element of selected tiles), only footprints centred in a tile are kept.
+    With ``counts=True`` the raw counts of the recipe's genes and the footprints' totals are returned too.
     """
     fp, rows = table_footprints(sdata, table, image_key)
     if tiles is not None:
@@ -56,7 +73,11 @@ def section_footprints(
         fp, rows = fp.subset(keep), rows[keep]
     if recipe is None:
         return fp, np.zeros((len(fp), 0), np.float32)
-    return fp, normalize_counts(sdata.tables[table], recipe)[rows]
+    y = normalize_counts(sdata.tables[table], recipe)[rows]
+    if not counts:
+        return fp, y
+    c, lib = gene_counts(sdata.tables[table], recipe)
+    return fp, y, c[rows], lib[rows]
 
 
 def load_section(
@@ -68,10 +89,12 @@ def load_section(
     train_mpp: float,
     name: str = "section",
     tiles: str | None = None,
+    counts: bool = False,
 ) -> SectionData:
     """Resample the image to ``train_mpp`` and put every table's footprints and targets on that grid.
 
-    With ``tiles`` (a shapes element of selected tiles), only footprints centred in a tile are kept.
+    With ``tiles`` (a shapes element of selected tiles), only footprints centred in a tile are kept; with
+    ``counts=True`` the raw counts and totals are kept as well (:attr:`SectionData.counts`).
     """
     pyramid = Pyramid.from_sdata(sdata, image_key)
     H0, W0 = pyramid.shape
@@ -79,7 +102,9 @@ def load_section(
     sec = SectionData(name=name, image=image, mpp=train_mpp)
     to_train = np.diag([1.0 / sx, 1.0 / sy, 1.0])
     for t in tables:
-        fp, y = section_footprints(sdata, t, image_key, recipe=recipe, tiles=tiles, name=name)
+        out = section_footprints(sdata, t, image_key, recipe=recipe, tiles=tiles, name=name, counts=counts)
+        fp, y = out[:2]
+        c, lib = out[2:] if counts else (None, None)
         if len(fp) == 0:
             logger.warning(f"Table {t!r} of {name!r} has no footprint; skipped.")
             continue
@@ -98,9 +123,14 @@ def load_section(
             )
             keep = np.nonzero(inside)[0]
             fp, y = fp.subset(keep), y[keep]
+            if counts:
+                c, lib = c[keep], lib[keep]
         fp = fp.affine(to_train)
         sec.footprints.append(fp)
         sec.targets.append(y)
         sec.table_names.append(t)
         sec.bounds.append(fp.bounds())
+        if counts:
+            sec.counts.append(c)
+            sec.library.append(lib)
     return sec

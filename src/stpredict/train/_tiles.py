@@ -12,24 +12,61 @@ from scipy import sparse
 
 from .._core import footprint_matrix
 from .._progress import tqdm
-from .._types import Coverage
+from .._types import Coverage, TableWeighting, check_choice
 from ..module import aggregate_map, bilinear_matrix, to_torch_sparse
 from ._augment import augment_array, augment_features, augment_index, colour_jitter
 from ._data import SectionData
-from ._loss import pixnet_loss
+from ._loss import grouped_loss, pixnet_loss
 
-__all__ = ["Batch", "FeatureCache", "TilePlan", "TileSampler", "evaluate_batches", "run_batch"]
+__all__ = ["Batch", "FeatureCache", "TilePlan", "TileSampler", "batch_loss", "evaluate_batches", "run_batch"]
 
 
 @dataclass
 class Batch:
-    """Tiles ``(B, 3, T, T)`` uint8, their aggregation matrix ``(n, B*T*T)``, targets ``(n, M)`` and cache keys."""
+    """Tiles ``(B, 3, T, T)`` uint8, their aggregation matrix ``(n, B*T*T)``, targets ``(n, M)`` and cache keys.
+
+    ``groups`` ``(n,)`` is each footprint's table index and ``index`` its row in that table of its section;
+    ``counts`` ``(n, M)`` and ``library`` ``(n,)`` (raw counts and totals) are present when the sections
+    carry them (a count likelihood).
+    """
 
     images: torch.Tensor
     A: sparse.csr_matrix
     targets: np.ndarray
     keys: list[tuple]
     augment: list[tuple[int, bool]]
+    groups: np.ndarray | None = None
+    index: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    library: np.ndarray | None = None
+
+
+@dataclass
+class _Rows:
+    """The supervised footprints of one tile: aggregation matrix and per-footprint data.
+
+    ``groups`` and ``index``: each footprint's table and its row in that table of the section.
+    """
+
+    A: sparse.csr_matrix
+    targets: np.ndarray
+    groups: np.ndarray
+    index: np.ndarray
+    counts: np.ndarray | None
+    library: np.ndarray | None
+
+
+def _stack_rows(rows: list[_Rows], mats: list[sparse.csr_matrix]) -> dict:
+    """Batch fields of several tiles' rows (``mats``: their possibly augmented aggregation matrices)."""
+    has_counts = rows[0].counts is not None
+    return {
+        "A": sparse.block_diag(mats, format="csr"),
+        "targets": np.vstack([r.targets for r in rows]),
+        "groups": np.concatenate([r.groups for r in rows]),
+        "index": np.concatenate([r.index for r in rows]),
+        "counts": np.vstack([r.counts for r in rows]) if has_counts else None,
+        "library": np.concatenate([r.library for r in rows]) if has_counts else None,
+    }
 
 
 class TileSampler:
@@ -108,29 +145,49 @@ class TileSampler:
             crop = out
         return crop
 
-    def tile_targets(self, sec: SectionData, x0: int, y0: int, limit: bool = True):
-        """Aggregation matrix and targets of every footprint inside the tile (``context`` px from its edges)."""
-        T, m = self.tile, self.context
-        mats, ys, ids = [], [], []
+    def tile_targets(self, sec: SectionData, x0: int, y0: int, limit: bool = True) -> _Rows | None:
+        """Aggregation matrix and per-footprint data of every footprint inside the tile (``context`` px from its edges)."""
+        return self._rows(sec, x0, y0, margin=self.context, limit=limit)
+
+    def _rows(
+        self, sec: SectionData, x0: int, y0: int, *, margin: int, limit: bool, done=None
+    ) -> _Rows | None:
+        T, m = self.tile, margin
+        mats, ys, groups, index, cs, libs = [], [], [], [], [], []
         for t, (fp, b) in enumerate(zip(sec.footprints, sec.bounds, strict=True)):
-            inside = np.nonzero(
-                (b[:, 0] >= x0 + m) & (b[:, 1] >= y0 + m) & (b[:, 2] <= x0 + T - m) & (b[:, 3] <= y0 + T - m)
-            )[0]
+            ok = (b[:, 0] >= x0 + m) & (b[:, 1] >= y0 + m) & (b[:, 2] <= x0 + T - m) & (b[:, 3] <= y0 + T - m)
+            if done is not None:
+                ok &= ~done[t]
+            inside = np.nonzero(ok)[0]
             if limit and inside.size > self.max_footprints:
                 inside = self.rng.choice(inside, self.max_footprints, replace=False)
             if inside.size == 0:
                 continue
             A, kept = footprint_matrix(fp.subset(inside).shifted(-x0, -y0), (T, T), coverage=self.coverage)
+            rows = inside[kept]
+            if done is not None:
+                done[t][rows] = True
             mats.append(A)
-            ys.append(sec.targets[t][inside[kept]])
-            ids.append((t, inside[kept]))
+            ys.append(sec.targets[t][rows])
+            groups.append(np.full(rows.size, t, np.int64))
+            index.append(rows)
+            if sec.counts:
+                cs.append(sec.counts[t][rows])
+                libs.append(sec.library[t][rows])
         if not mats:
-            return None, None, []
-        return sparse.vstack(mats).tocsr(), np.vstack(ys), ids
+            return None
+        return _Rows(
+            sparse.vstack(mats).tocsr(),
+            np.vstack(ys),
+            np.concatenate(groups),
+            np.concatenate(index),
+            np.vstack(cs) if cs else None,
+            np.concatenate(libs) if libs else None,
+        )
 
     def sample(self, batch_size: int) -> Batch:
         """A random batch of tiles with at least one footprint each."""
-        images, mats, ys, keys, augs = [], [], [], [], []
+        images, mats, rows, keys, augs = [], [], [], [], []
         tries = 0
         while len(images) < batch_size:
             tries += 1
@@ -145,21 +202,21 @@ class TileSampler:
             i = self.rng.integers(len(sec.footprints[t]))
             cx, cy = sec.footprints[t].centres[i]
             x0, y0 = self._origin(sec, cx, cy, jitter=True)
-            A, y, _ = self.tile_targets(sec, x0, y0)
-            if A is None:
+            r = self.tile_targets(sec, x0, y0)
+            if r is None:
                 continue
-            img = self.tile_image(sec, x0, y0)
+            img, A = self.tile_image(sec, x0, y0), r.A
             k, flip = (int(self.rng.integers(4)), bool(self.rng.integers(2))) if self.augment else (0, False)
             if k or flip:
                 img = augment_array(img, k, flip)
                 A = A[:, augment_index(self.tile, k, flip)]
             images.append(img)
             mats.append(A)
-            ys.append(y)
+            rows.append(r)
             keys.append((s, x0, y0))
             augs.append((k, flip))
         imgs = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        return Batch(imgs, sparse.block_diag(mats, format="csr"), np.vstack(ys), keys, augs)
+        return Batch(imgs, keys=keys, augment=augs, **_stack_rows(rows, mats))
 
     def fixed_batches(self, batch_size: int) -> list[Batch]:
         """Deterministic tiles covering every footprint once (for validation and feature extraction)."""
@@ -172,32 +229,9 @@ class TileSampler:
             for y0 in range(0, max(1, h - T + step), step):
                 for x0 in range(0, max(1, w - T + step), step):
                     x0c, y0c = min(x0, max(0, w - T)), min(y0, max(0, h - T))
-                    mats, ys = [], []
-                    for t, (fp, b) in enumerate(zip(sec.footprints, sec.bounds, strict=True)):
-                        inside = np.nonzero(
-                            ~done[t]
-                            & (b[:, 0] >= x0c)
-                            & (b[:, 1] >= y0c)
-                            & (b[:, 2] <= x0c + T)
-                            & (b[:, 3] <= y0c + T)
-                        )[0]
-                        if inside.size == 0:
-                            continue
-                        A, kept = footprint_matrix(
-                            fp.subset(inside).shifted(-x0c, -y0c), (T, T), coverage=self.coverage
-                        )
-                        done[t][inside[kept]] = True
-                        mats.append(A)
-                        ys.append(sec.targets[t][inside[kept]])
-                    if mats:
-                        cur.append(
-                            (
-                                self.tile_image(sec, x0c, y0c),
-                                sparse.vstack(mats).tocsr(),
-                                np.vstack(ys),
-                                (s, x0c, y0c),
-                            )
-                        )
+                    r = self._rows(sec, x0c, y0c, margin=0, limit=False, done=done)
+                    if r is not None:
+                        cur.append((self.tile_image(sec, x0c, y0c), r, (s, x0c, y0c)))
                     if len(cur) == batch_size:
                         batches.append(cur)
                         cur = []
@@ -206,13 +240,13 @@ class TileSampler:
         out = []
         for b in batches:
             imgs = torch.from_numpy(np.stack([c[0] for c in b])).permute(0, 3, 1, 2).contiguous()
+            rows = [c[1] for c in b]
             out.append(
                 Batch(
                     imgs,
-                    sparse.block_diag([c[1] for c in b], format="csr"),
-                    np.vstack([c[2] for c in b]),
-                    [c[3] for c in b],
-                    [(0, False)] * len(b),
+                    keys=[c[2] for c in b],
+                    augment=[(0, False)] * len(b),
+                    **_stack_rows(rows, [r.A for r in rows]),
                 )
             )
         return out
@@ -246,14 +280,26 @@ class FeatureCache:
         return {"hits": self.hits, "misses": self.misses, "size": len(self.data)}
 
 
+def _is_rate(net) -> bool:
+    return getattr(net, "map_space", "log") == "rate"
+
+
 def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_size, tile: int, device):
     """Footprint predictions ``(n, M)`` of decoded features: the map's means over ``A``'s footprints.
 
     When the head and the resize are linear (:attr:`~stpredict.module.PixNetModule.linear_output`),
     the means are taken of the last decoder features on their own grid (``A`` composed with the
     bilinear resize) and the 1×1 head is applied to the ``n`` means: the same numbers as aggregating
-    the full-resolution ``M``-gene map, without computing it.
+    the full-resolution ``M``-gene map, without computing it. With ``map_space="rate"`` the result is
+    each footprint's mean *rate* (the rate map on the decoder grid, aggregated through the same
+    composed matrix, so also exact), not its log.
     """
+    if _is_rate(net):
+        rho = net.rates(feats)
+        b, _, h, w = rho.shape
+        K = bilinear_matrix((h, w), out_size, crop=(tile, tile))
+        A_low = A @ sparse.block_diag([K] * b, format="csr")
+        return aggregate_map(rho, to_torch_sparse(A_low, device=device))
     if getattr(net, "linear_output", False):
         D = net.decode_features(feats)
         b, c, h, w = D.shape
@@ -264,6 +310,66 @@ def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_s
         return net.activation(pooled @ weight.T + net.head.bias)
     G = net.decode(feats, out_size)[..., :tile, :tile]
     return aggregate_map(G, to_torch_sparse(A, device=device))
+
+
+def batch_loss(
+    net,
+    out: torch.Tensor,
+    batch: Batch,
+    device,
+    *,
+    lam: float,
+    weighting: str = "pooled",
+    target_sum: float = 1e4,
+) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch from :func:`run_batch`'s output (log-normalised values, or rates for a rate map).
+
+    ``weighting="equal"`` averages one loss per table (footprint size) instead of pooling all footprints.
+
+    Parameters
+    ----------
+    net
+        The network (its ``map_space`` says whether ``out`` holds rates).
+    out
+        :func:`run_batch`'s footprint predictions ``(n, M)``.
+    batch
+        The batch they were computed from (targets, tables and, for a rate map, counts).
+    device
+        Where the loss is computed.
+    lam
+        Weight of the PCC term.
+    weighting
+        ``"pooled"`` or ``"equal"``.
+    target_sum
+        The recipe's normalisation target (a rate map's unit).
+
+    Returns
+    -------
+    The loss and its parts (``"mse"``, ``"pcc"``).
+
+    """
+    y = torch.from_numpy(batch.targets).to(device)
+    groups = (
+        torch.from_numpy(batch.groups).to(device)
+        if weighting == "equal" and batch.groups is not None
+        else None
+    )
+    if _is_rate(net):
+        if batch.counts is None:
+            raise ValueError("A rate map is trained on raw counts: load the sections with counts=True.")
+        return grouped_loss(
+            torch.log1p(out),
+            y,
+            groups,
+            lam,
+            rate=out,
+            counts=torch.from_numpy(batch.counts).to(device),
+            library=torch.from_numpy(batch.library).to(device),
+            target_sum=target_sum,
+        )
+    if groups is None:
+        return pixnet_loss(out, y, lam)
+    return grouped_loss(out, y, groups, lam)
 
 
 def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: bool, jitter_gen=None):
@@ -301,7 +407,8 @@ def evaluate_batches(net, batches: list[Batch], device, *, lam: float, progress:
     net.eval()
     preds, ys = [], []
     for b in tqdm(batches, desc="validation", progress=progress, leave=False):
-        preds.append(run_batch(net, b, device, cache=None, frozen=False).cpu())
+        out = run_batch(net, b, device, cache=None, frozen=False)
+        preds.append((torch.log1p(out) if _is_rate(net) else out).cpu())
         ys.append(torch.from_numpy(b.targets))
     p, y = torch.cat(preds), torch.cat(ys)
     loss, parts = pixnet_loss(p, y, lam)
@@ -328,6 +435,11 @@ class TilePlan:
         Tiles whose features are cached when ``frozen``.
     lam
         Weight of the PCC term of the loss.
+    weighting
+        ``"pooled"``: one loss over the footprints of every table (Eq. 6 over the batch); ``"equal"``:
+        one loss per table (footprint size), averaged (:func:`batch_loss`).
+    target_sum
+        The recipe's normalisation target (the unit of a rate map's rates).
     device
         Where the network runs.
     progress
@@ -353,8 +465,13 @@ class TilePlan:
         seed: int,
         device,
         progress: bool,
+        weighting: str = "pooled",
+        target_sum: float = 1e4,
     ) -> None:
+        check_choice("table_weighting", weighting, TableWeighting)
         self.net = net
+        self.weighting = weighting
+        self.target_sum = target_sum
         self.sampler = TileSampler(
             train,
             tile_size=tile_size,
@@ -399,7 +516,15 @@ class TilePlan:
             frozen=self.frozen,
             jitter_gen=self.gen if self.colour else None,
         )
-        loss, parts = pixnet_loss(pred, torch.from_numpy(batch.targets).to(self.device), self.lam)
+        loss, parts = batch_loss(
+            self.net,
+            pred,
+            batch,
+            self.device,
+            lam=self.lam,
+            weighting=self.weighting,
+            target_sum=self.target_sum,
+        )
         return loss, parts["pcc"]
 
     def validate(self) -> dict[str, float]:
