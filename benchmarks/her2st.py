@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pandas as pd
 import torch
+from _results import write_results
 
 import stpredict as stp
 
@@ -275,12 +276,7 @@ def main() -> None:
         rows += run_fold(sections, test, args)
     df = pd.DataFrame(rows)
     md = to_markdown(df, args, time.perf_counter() - t0)
-    print(md)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
-    df.to_csv(out.with_suffix(".csv"), index=False)
-    print(f"Wrote {out} and {out.with_suffix('.csv')}.")
+    write_results(df, md, args.out)
 
 
 if __name__ == "__main__":

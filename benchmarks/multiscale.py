@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pandas as pd
+from _results import write_results
 from cross_scale import subset  # the same evaluation subsets as the cross-scale benchmark
 
 import stpredict as stp
@@ -225,12 +226,7 @@ def main() -> None:
         rows += run_seed(seed, args)
     df = pd.DataFrame(rows)
     md = to_markdown(df, args, time.perf_counter() - t0)
-    print(md)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
-    df.to_csv(out.with_suffix(".csv"), index=False)
-    print(f"Wrote {out} and {out.with_suffix('.csv')}.")
+    write_results(df, md, args.out)
 
 
 if __name__ == "__main__":

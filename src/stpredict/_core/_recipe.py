@@ -46,12 +46,8 @@ def _counts(table: AnnData, layer: str | None = None) -> sparse.csr_matrix:
     return X.tocsr() if sparse.issparse(X) else sparse.csr_matrix(np.asarray(X))
 
 
-def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None) -> np.ndarray:
-    """Apply the recipe to a table's counts: ``log1p(x / total * target_sum)`` for ``recipe.genes``.
-
-    The total is over *all* genes of the table (as ``sc.pp.normalize_total``); footprints with no
-    counts get zeros.
-    """
+def _selected_counts(table: AnnData, recipe: Recipe, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of ``recipe.genes`` ``(n, M)`` and each footprint's total over all genes ``(n,)``, as float64."""
     check_unique_var_names(table, "The table")
     missing = [g for g in recipe.genes if g not in table.var_names]
     if missing:
@@ -59,26 +55,36 @@ def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None
     X = _counts(table, layer)
     total = np.asarray(X.sum(1)).ravel().astype(np.float64)
     cols = table.var_names.get_indexer(recipe.genes)
-    sel = X[:, cols].toarray().astype(np.float64)
+    return X[:, cols].toarray().astype(np.float64), total
+
+
+def _normalized(sel: np.ndarray, total: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """``log1p(sel / total * target_sum)`` (float32); zeros where the total is 0."""
     scale = np.divide(recipe.target_sum, total, out=np.zeros_like(total), where=total > 0)
     out = sel * scale[:, None]
     return (np.log1p(out) if recipe.log1p else out).astype(np.float32)
 
 
-def gene_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts of ``recipe.genes`` ``(n, M)`` and each footprint's total over all genes ``(n,)``.
+def normalize_counts(table: AnnData, recipe: Recipe, *, layer: str | None = None) -> np.ndarray:
+    """Apply the recipe to a table's counts: ``log1p(x / total * target_sum)`` for ``recipe.genes``.
+
+    The total is over *all* genes of the table (as ``sc.pp.normalize_total``); footprints with no
+    counts get zeros.
+    """
+    return _normalized(*_selected_counts(table, recipe, layer), recipe)
+
+
+def gene_counts(
+    table: AnnData, recipe: Recipe, *, layer: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw counts of ``recipe.genes`` ``(n, M)``, each footprint's total over all genes ``(n,)`` and the targets.
 
     What a count likelihood needs: the expected count of a gene in a footprint is its total times the
-    predicted rate / ``target_sum``.
+    predicted rate / ``target_sum``. The third array is :func:`normalize_counts` of the same table,
+    computed from the same read of the counts.
     """
-    check_unique_var_names(table, "The table")
-    missing = [g for g in recipe.genes if g not in table.var_names]
-    if missing:
-        raise ValueError(f"{len(missing)} model gene(s) are missing from the table, e.g. {missing[:5]}.")
-    X = _counts(table, layer)
-    total = np.asarray(X.sum(1)).ravel().astype(np.float32)
-    cols = table.var_names.get_indexer(recipe.genes)
-    return X[:, cols].toarray().astype(np.float32), total
+    sel, total = _selected_counts(table, recipe, layer)
+    return sel.astype(np.float32), total.astype(np.float32), _normalized(sel, total, recipe)
 
 
 def select_genes(tables: Sequence[AnnData], n_top: int = 250) -> list[str]:

@@ -73,11 +73,10 @@ def section_footprints(
         fp, rows = fp.subset(keep), rows[keep]
     if recipe is None:
         return fp, np.zeros((len(fp), 0), np.float32)
-    y = normalize_counts(sdata.tables[table], recipe)[rows]
     if not counts:
-        return fp, y
-    c, lib = gene_counts(sdata.tables[table], recipe)
-    return fp, y, c[rows], lib[rows]
+        return fp, normalize_counts(sdata.tables[table], recipe)[rows]
+    c, lib, y = gene_counts(sdata.tables[table], recipe)
+    return fp, y[rows], c[rows], lib[rows]
 
 
 def load_section(

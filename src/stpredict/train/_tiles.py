@@ -284,6 +284,13 @@ def _is_rate(net) -> bool:
     return getattr(net, "map_space", "log") == "rate"
 
 
+def _on_grid(A: sparse.csr_matrix, shape, out_size, tile: int, device) -> torch.Tensor:
+    """``A`` (footprints × tile pixels) composed with the bilinear resize from a ``(b, ·, h, w)`` grid."""
+    b, _, h, w = shape
+    K = bilinear_matrix((h, w), out_size, crop=(tile, tile))
+    return to_torch_sparse(A @ sparse.block_diag([K] * b, format="csr"), device=device)
+
+
 def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_size, tile: int, device):
     """Footprint predictions ``(n, M)`` of decoded features: the map's means over ``A``'s footprints.
 
@@ -296,16 +303,11 @@ def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_s
     """
     if _is_rate(net):
         rho = net.rates(feats)
-        b, _, h, w = rho.shape
-        K = bilinear_matrix((h, w), out_size, crop=(tile, tile))
-        A_low = A @ sparse.block_diag([K] * b, format="csr")
-        return aggregate_map(rho, to_torch_sparse(A_low, device=device))
+        return aggregate_map(rho, _on_grid(A, rho.shape, out_size, tile, device))
     if getattr(net, "linear_output", False):
         D = net.decode_features(feats)
-        b, c, h, w = D.shape
-        K = bilinear_matrix((h, w), out_size, crop=(tile, tile))
-        A_low = A @ sparse.block_diag([K] * b, format="csr")
-        pooled = aggregate_map(D, to_torch_sparse(A_low, device=device))
+        c = D.shape[1]
+        pooled = aggregate_map(D, _on_grid(A, D.shape, out_size, tile, device))
         weight = net.head.weight.view(net.head.out_channels, c)
         return net.activation(pooled @ weight.T + net.head.bias)
     G = net.decode(feats, out_size)[..., :tile, :tile]
