@@ -111,3 +111,67 @@ def test_every_option_has_help_and_errors_name_flags():
     train = parser._subparsers._group_actions[0].choices["train"]
     msg = _message(ValueError("bad `max_epochs`; pass `overwrite=True` or `data_dir=`, see `seed`"), train)
     assert msg == "bad `--epochs`; pass `--overwrite` or `data_dir=`, see `--seed`"  # train has no --data-dir
+
+
+def test_predict_a_slide_file_into_a_new_store(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from stpredict.model import PixNet
+
+    slide = stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,))
+    svs = stp.datasets.write_slide(slide, tmp_path / "scan.ome.tif")
+    torch.manual_seed(0)
+    model = PixNet(list(slide.tables["square_016um"].var_names[:3]), decoder_channels=16, train_mpp=2.0)
+    model.save(tmp_path / "model")
+    slide["synthetic_visium_spots"].to_file(tmp_path / "spots.geojson", driver="GeoJSON")
+
+    assert main(["info", str(svs)]) == 0
+    out = capsys.readouterr().out
+    assert "OME-TIFF" in out and "0.5000 µm/px" in out and "0.48 x 0.42 mm" in out and "level 1" in out
+
+    store = tmp_path / "scan.zarr"
+    argv = ["-q", "predict", str(svs), "--model", str(tmp_path / "model"), "--bins", "16"]
+    assert main(argv) == 2  # a slide needs --out
+    assert "--out" in capsys.readouterr().err
+    assert main([*argv, "--out", str(store), "--shapes", str(tmp_path / "spots.geojson")]) == 0
+    back = sd.read_zarr(store)
+    assert {"scan_full_image", "pixnet_dense"} <= set(back.images)
+    assert {"pixnet_square_016um", "pixnet_spots"} <= set(back.tables)
+    assert stp.pp.get_mpp(back, "scan_full_image") == 0.5
+    spots = back.tables["pixnet_spots"]
+    assert spots.n_obs == len(slide["synthetic_visium_spots"]) and spots.n_vars == 3
+    assert back.attrs["stpredict"]["slide"]["format"] == "OME-TIFF"
+
+    assert main([*argv, "--out", str(store)]) == 2  # nothing replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--out", str(store), "--overwrite", "--no-image", "--mpp", "0.25"]) == 0
+    back = sd.read_zarr(store)
+    assert "scan_full_image" not in back.images and stp.pp.get_mpp(back, "pixnet_dense") == pytest.approx(2.0)
+    assert back.tables["pixnet_square_016um"].uns["stpredict"]["mpp"] == 0.25
+    not_zarr = tmp_path / "folder"
+    not_zarr.mkdir()
+    assert main([*argv, "--out", str(not_zarr), "--overwrite"]) == 2  # never deletes what is not a store
+    assert not_zarr.is_dir()
+    assert main(["-q", "predict", str(store), "--model", str(tmp_path / "model"), "--out", "x.zarr"]) == 2
+
+
+def test_train_offline_paper_preset_names_the_cli_fixes(tmp_path, capsys, monkeypatch):
+    """Offline, the paper preset's ImageNet weights cannot be fetched: the error names the flags that fix it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    path = tmp_path / "s.zarr"
+    stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,)).write(path)
+    argv = [
+        "-q",
+        "train",
+        str(path),
+        "--tables",
+        "st_spots",
+        "--out",
+        str(tmp_path / "m"),
+        "--preset",
+        "paper",
+    ]
+    assert main([*argv, "--epochs", "1", "--steps", "1", "--n-top-genes", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "`--no-pretrained`" in err and "`--encoder-weights" in err
+    assert not (tmp_path / "m").exists()

@@ -4,6 +4,8 @@ Python blocks are executed in order in one namespace, as a reader pasting them i
 changed, both only to make the run short: training budgets (``max_epochs``/``steps_per_epoch`` written in the
 README, and the defaults ``tl.train`` would use) become 1 epoch of 2 steps, and ``"path/to/her2st"`` becomes the
 local HER2ST folder, read at a quarter of the resolution (``downsample=4``). Blocks from the first one that reads HER2ST on are skipped (with a reason) without the data.
+And ``tl.train`` gets ``pretrained=False`` unless the code says otherwise, so that ``preset="auto"`` on a CUDA
+machine (the paper's recipe) does not download ImageNet weights in tests.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _small(code: str) -> str:
 
 @pytest.fixture
 def small_training(monkeypatch):
-    """``tl.train`` with 1 epoch of 2 steps unless the code says otherwise (the linear probe has no epochs)."""
+    """``tl.train`` with 1 epoch of 2 steps and no hub weights unless the code says otherwise (the probe has no epochs)."""
     import stpredict as stp
 
     train = stp.tl.train
@@ -41,6 +43,9 @@ def small_training(monkeypatch):
         if kwargs.get("model", "pixnet") != "linear_probe":
             kwargs.setdefault("max_epochs", 1)
             kwargs.setdefault("steps_per_epoch", 2)
+        # preset "auto" is "paper" on CUDA, which asks for hub weights: none are downloaded in tests
+        if "encoder_weights" not in kwargs and isinstance(kwargs.get("model", "pixnet"), str):
+            kwargs.setdefault("pretrained", False)
         return train(*args, **kwargs)
 
     monkeypatch.setattr(stp.tl, "train", small)

@@ -20,7 +20,9 @@ def _generator():
     return mod
 
 
-@pytest.mark.parametrize("name", ["one_model_every_scale.ipynb", "her2st_end_to_end.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["one_model_every_scale.ipynb", "her2st_end_to_end.ipynb", "her2st_hne_only_slides.ipynb"]
+)
 def test_tutorial_is_stored_executed_and_still_runs(name, monkeypatch, request):
     if name.startswith("her2st"):
         monkeypatch.setenv("STPREDICT_HER2ST_DIR", str(request.getfixturevalue("her2st_dir")))

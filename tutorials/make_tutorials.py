@@ -240,7 +240,138 @@ plt.show()""",
     ),
 ]
 
-NOTEBOOKS = {"her2st_end_to_end.ipynb": HER2ST, "one_model_every_scale.ipynb": SCALES}
+HNE_ONLY = [
+    (
+        "md",
+        """\
+# Predict expression for H&E-only slides
+
+The point of PixNet for most users: train once on the spatial data you have, then get dense expression maps for the
+H&E slides you have, usually scanner files with no spatial data at all. Here the model is trained on three HER2ST
+sections (C2–C4) as in {doc}`her2st_end_to_end`, and the held-out section C5 is saved as a **pyramidal OME-TIFF** with
+nothing but its pixels and pixel size, a stand-in for a scanner's file. From there on the notebook sees only that file:
+`io.read_wsi` → `tl.predict_dense` → 16 µm bins → scanpy Leiden domains → squidpy Moran's I → `pl.expression_map`.
+
+The same from a shell: `stpredict info C5.ome.tif` and
+`stpredict predict C5.ome.tif --model model/ --out C5.zarr --bins 16`.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
+import tempfile
+
+DATA_DIR = Path(os.environ.get("STPREDICT_HER2ST_DIR", "../../shared/data/her2st"))  # folder with C2..C5 files
+WORK = Path(tempfile.mkdtemp())  # the model and the "scanner file" go here""",
+    ),
+    ("md", "## Train on C2, C3, C4 and save the model"),
+    (
+        "code",
+        """\
+downsample = 4 if FAST else 1
+train_sections = ("C2",) if FAST else ("C2", "C3", "C4")
+train = [stp.datasets.her2st(s, data_dir=DATA_DIR, downsample=downsample) for s in train_sections]
+fast = {"max_epochs": 1, "steps_per_epoch": 3, "n_top_genes": 20, "tile_size": 128, "train_mpp": 4.0}
+model = stp.tl.train(train, tables="spots", preset="cpu", seed=0, **(fast if FAST else {"n_top_genes": 100}))
+model.save(WORK / "model", overwrite=True)
+model""",
+    ),
+    (
+        "md",
+        """\
+## A held-out section as a scanner file
+C5's H&E is written as a tiled, pyramidal OME-TIFF (256 px tiles, each level half the previous one) that records its
+pixel size in the OME metadata and the TIFF resolution tags, like a converted whole-slide scan. Its spots and counts
+are left behind.""",
+    ),
+    (
+        "code",
+        """\
+c5 = stp.datasets.her2st("C5", data_dir=DATA_DIR, downsample=downsample)
+slide_file = stp.datasets.write_slide(c5, WORK / "C5.ome.tif", overwrite=True)
+del c5
+print(stp.io.slide_info(slide_file).describe())""",
+    ),
+    (
+        "md",
+        """\
+## Read it lazily
+`io.read_wsi` builds the image element from the file's own pyramid levels as dask arrays: nothing is decoded yet.
+SVS, NDPI, MRXS (with `pip install 'stpredict[wsi]'`), generic TIFF and plain JPEG/PNG files are read the same way;
+`mpp=` overrides or supplies the pixel size.""",
+    ),
+    (
+        "code",
+        """\
+slide = stp.io.read_wsi(slide_file, dataset_id="C5")
+print(f"{stp.pp.get_mpp(slide, 'C5_full_image'):.4f} µm/px")
+slide""",
+    ),
+    (
+        "md",
+        """\
+## Predict densely
+A 4 µm map and 16 µm bins over the tissue; each block reads the coarsest level fine enough for the model. Every
+prediction table records in `uns["stpredict"]` what its values are, which model made them, the genes, the pixel size
+and the footprint.""",
+    ),
+    (
+        "code",
+        """\
+names = stp.tl.predict_dense(slide, model, out_mpp=4.0, bins_um=(16,))
+bins = slide.tables["pixnet_square_016um"]
+print(names)
+print(bins.uns["stpredict"]["values"])  # what X holds, in words (also: model_info, footprint, mpp, recipe)
+bins""",
+    ),
+    ("md", "## Dense maps of breast-cancer genes"),
+    (
+        "code",
+        """\
+genes = [g for g in ("ERBB2", "FASN", "GNAS") if g in model.genes] or model.genes[:3]
+fig, axes = plt.subplots(1, len(genes), figsize=(5.5 * len(genes), 5), layout="constrained")
+for ax, gene in zip(np.atleast_1d(axes), genes, strict=False):
+    stp.pl.expression_map(slide, gene, ax=ax, show=False)
+plt.show()""",
+    ),
+    (
+        "md",
+        "## Domains on predicted 16 µm bins (scanpy)\nThe bins are an ordinary AnnData table: PCA, neighbours, Leiden.",
+    ),
+    (
+        "code",
+        """\
+sc.pp.pca(bins, n_comps=min(20, bins.n_vars - 1))
+sc.pp.neighbors(bins, random_state=0)
+sc.tl.leiden(bins, resolution=0.5, flavor="igraph", n_iterations=2, random_state=0)
+ax = sc.pl.embedding(bins, basis="spatial", color="leiden", size=12, show=False)
+ax.invert_yaxis()
+ax.set_aspect("equal")
+plt.show()""",
+    ),
+    ("md", "## Spatial autocorrelation (squidpy)"),
+    (
+        "code",
+        """\
+sq.gr.spatial_neighbors_grid(bins, n_neighs=4)
+sq.gr.spatial_autocorr(bins, mode="moran", n_perms=None, show_progress_bar=False)
+bins.uns["moranI"].head(10)""",
+    ),
+    (
+        "md",
+        """\
+## Keep the result
+`slide.write("C5.zarr")` stores the H&E (decoded once, level by level), the map and the bins; `stpredict predict`
+does the same from a shell. C5 does have measured spots: {doc}`her2st_end_to_end` scores the same kind of
+prediction against them.""",
+    ),
+]
+
+NOTEBOOKS = {
+    "her2st_end_to_end.ipynb": HER2ST,
+    "one_model_every_scale.ipynb": SCALES,
+    "her2st_hne_only_slides.ipynb": HNE_ONLY,
+}
 
 
 def build(cells) -> nbformat.NotebookNode:

@@ -199,6 +199,8 @@ def _train(args: argparse.Namespace) -> int:
             ("steps_per_epoch", args.steps),
             ("batch_size", args.batch_size),
             ("seed", args.seed),
+            ("pretrained", args.pretrained),
+            ("encoder_weights", args.encoder_weights),
         )
         if v is not None
     }
@@ -222,16 +224,107 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_slide(path: str | Path) -> bool:
+    """Whether a path is a slide file (read with ``io.read_wsi``) rather than a zarr store."""
+    from .io._wsi import WSI_SUFFIXES
+
+    p = Path(path)
+    return p.is_file() or (not p.exists() and p.name.lower().endswith(WSI_SUFFIXES))
+
+
+def _open_slide_store(args: argparse.Namespace) -> SpatialData:
+    """Read the slide lazily and back it by a new zarr store at ``--out`` (with the H&E unless --no-image)."""
+    import shutil
+
+    import spatialdata as sd
+
+    from . import io
+
+    if not args.out:
+        raise UsageError(
+            f"{args.zarr} is a slide file: pass --out slide.zarr, the zarr store to write the predictions to."
+        )
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it.")
+    if out.exists() and not ((out / "zarr.json").is_file() or (out / ".zgroup").is_file()):
+        raise UsageError(f"{out} exists and is not a zarr store; --overwrite replaces zarr stores only.")
+    sdata = io.read_wsi(args.zarr, mpp=args.mpp, dataset_id=args.dataset_id)
+    if out.exists():
+        shutil.rmtree(out)
+    with quiet_ome_zarr():
+        sd.SpatialData(attrs=sdata.attrs).write(out)
+        sdata.path = out
+        if not args.no_image:  # the H&E, level by level from the file's own pyramid
+            for key in list(sdata.images):
+                sdata.write_element(key)
+    shapes = []
+    for item in args.shapes:  # files of footprints (GeoJSON, GeoParquet) in the slide's pixels
+        name = _read_shapes_file(sdata, item, sdata.attrs["stpredict"]["slide"]["pixel_cs"])
+        with quiet_ome_zarr():
+            sdata.write_element(name)  # the predictions' table links to it
+        shapes.append(name)
+    args.shapes = shapes
+    return sdata
+
+
+def _read_shapes_file(sdata: SpatialData, item: str, pixel_cs: str) -> str:
+    """Add a GeoJSON / GeoParquet file of footprints (full-resolution pixels) to ``sdata``; its name is returned."""
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel
+
+    from ._core._mpp import pixel_and_micron_transforms
+
+    path = Path(item)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--shapes {item}: a slide file has no shapes elements, so --shapes takes files of footprints "
+            "(GeoJSON or GeoParquet, in the slide's full-resolution pixels); this file does not exist."
+        )
+    gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
+    gdf = gdf.reset_index(drop=True).set_crs(None, allow_override=True)  # pixels, not a map projection
+    name = path.name.split(".")[0]
+    mpp = sdata.attrs["stpredict"]["slide"]["mpp"]
+    sdata.shapes[name] = ShapesModel.parse(
+        gdf, transformations=pixel_and_micron_transforms(pixel_cs, mpp=mpp)
+    )
+    return name
+
+
 def _predict(args: argparse.Namespace) -> int:
 
-    from . import tl
     from .model import load
 
     if args.key is not None:
         warnings.warn("`--key` is deprecated; use `--key-added`.", FutureWarning, stacklevel=1)
         args.key_added = args.key_added or args.key
-    sdata = _read_zarr(args.zarr)
+    slide = _is_slide(args.zarr)
+    if not slide:
+        for flag, value in (("--out", args.out), ("--mpp", args.mpp), ("--dataset-id", args.dataset_id)):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} is for slide files; {args.zarr} is a zarr store, predicted in place."
+                )
+        if args.no_image:
+            raise UsageError(
+                f"--no-image is for slide files; {args.zarr} is a zarr store, predicted in place."
+            )
     model = load(args.model)
+    if not slide:
+        return _predict_into(_read_zarr(args.zarr), model, args, args.zarr)
+    sdata = _open_slide_store(args)
+    try:
+        return _predict_into(sdata, model, args, args.out)
+    except BaseException:  # the store is new: leave nothing half-written behind
+        import shutil
+
+        shutil.rmtree(args.out, ignore_errors=True)
+        raise
+
+
+def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: str) -> int:
+    from . import tl
+
     if not model.dense:
         if not args.shapes:
             raise UsageError(
@@ -245,7 +338,7 @@ def _predict(args: argparse.Namespace) -> int:
             key_added=args.key_added,
             overwrite=args.overwrite,
         )
-        print(f"wrote to {args.zarr}: {', '.join(names)}")
+        print(f"wrote to {target}: {', '.join(names)}")
         return 0
     names = tl.predict_dense(
         sdata,
@@ -257,12 +350,17 @@ def _predict(args: argparse.Namespace) -> int:
         shapes=args.shapes,
         overwrite=args.overwrite,
     )
-    print(f"wrote to {args.zarr}: {', '.join(names)}")
+    print(f"wrote to {target}: {', '.join(names)}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
 
+    if _is_slide(args.path):
+        from .io import slide_info
+
+        print(slide_info(args.path).describe())
+        return 0
     print(summary(_read_zarr(args.path)))
     return 0
 
@@ -381,6 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", choices=get_args(ModelName), help=argparse.SUPPRESS)  # deprecated: --model
     p.add_argument("--n-top-genes", type=int, default=250, help="genes to predict: the top genes by mean")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the encoder from its hub weights (ImageNet for resnet18; downloaded once); default: the "
+        "preset's (paper: yes, cpu: no); --no-pretrained for a randomly initialised encoder, e.g. offline",
+    )
+    p.add_argument(
+        "--encoder-weights",
+        help="a local weights file (.safetensors/.pth/.bin) for the encoder, e.g. timm/resnet18.a1_in1k's "
+        "model.safetensors or a pathology model's checkpoint (no download)",
+    )
     p.add_argument("--epochs", type=int, help="training epochs (default: 10; the paper trains 500)")
     p.add_argument("--steps", type=int, help="steps per epoch (default: 50)")
     p.add_argument(
@@ -403,11 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "predict",
-        "predict dense maps and bins into a SpatialData zarr store (in place)",
-        "Predict the dense map, square bins and any shapes into the zarr store. The new elements are staged in the "
-        "store and swapped in together at the end; nothing that is there is replaced without --overwrite.",
+        "predict dense maps and bins for a slide file or into a SpatialData zarr store",
+        "Predict the dense map, square bins and any shapes. For a zarr store, the new elements are staged in the "
+        "store and swapped in together at the end; nothing that is there is replaced without --overwrite. For a "
+        "slide file (.svs, .ndpi, .tif, OME-TIFF, .mrxs, ...), the slide is read lazily with its pixel size and "
+        "everything (the H&E unless --no-image, the map, the bins) is written to a new zarr store at --out.",
     )
-    p.add_argument("zarr", help="the SpatialData zarr store to predict on and write into")
+    p.add_argument("zarr", help="the slide file, or the SpatialData zarr store to predict on and write into")
     p.add_argument("--model", required=True, help="model folder written by `stpredict train` (or model.save)")
     p.add_argument("--image-key", help="the H&E image (default: the largest RGB image)")
     p.add_argument(
@@ -423,14 +535,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--shapes",
         nargs="*",
         default=[],
-        help="shapes elements to predict (spots, bins, cells), e.g. C5_spots",
+        help="shapes elements to predict (spots, bins, cells), e.g. C5_spots; for a slide file, GeoJSON or "
+        "GeoParquet files of footprints in the slide's pixels (points with a 'radius' column are circles)",
     )
     _add_device(p)
-    p.add_argument("--overwrite", action="store_true", help="replace elements an earlier stpredict run wrote")
+    p.add_argument("--out", help="for a slide file: the zarr store to write (required)")
+    p.add_argument("--mpp", type=float, help="for a slide file: µm per pixel (default: from the file)")
+    p.add_argument("--dataset-id", help="for a slide file: section name (default: the file name)")
+    p.add_argument("--no-image", action="store_true", help="for a slide file: do not copy the H&E into --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace elements an earlier stpredict run wrote (for a slide file: replace --out)",
+    )
     p.set_defaults(func=_predict)
 
-    p = add("info", "summarise a SpatialData zarr store (images with pixel sizes, shapes, tables)")
-    p.add_argument("path", help="the zarr store")
+    p = add(
+        "info",
+        "summarise a SpatialData zarr store (images with pixel sizes, shapes, tables) or a slide file "
+        "(format, pyramid levels, pixel size, size in mm)",
+    )
+    p.add_argument("path", help="the zarr store or slide file")
     p.set_defaults(func=_info)
 
     p = add("read-st", "read a legacy ST / HER2ST section, print a summary, optionally write zarr")
@@ -469,6 +594,8 @@ def _message(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> 
             return m.group(0)
         if value in (None, "", "True"):
             return f"`{opt}`"
+        if value == "False" and f"--no-{opt[2:]}" in flags:
+            return f"`--no-{opt[2:]}`"
         return f"`{opt} {value.strip(chr(39) + chr(34))}`"
 
     return re.sub(r"`([a-z_]+)(=([^`]*))?`", flag, msg)

@@ -68,6 +68,7 @@ def test_checkpoint_stores_constructor_arguments_and_rebuilds(tmp_path):
         "encoder": "resnet18",
         "pretrained": False,
         "encoder_weights": str(weights),
+        "encoder_kwargs": None,
         "decoder_channels": [16, 8, 8, 8],
         "expansion": 2,
         "out_activation": "identity",

@@ -11,11 +11,12 @@
 """
 
 from ._aggregate import accumulate_blocks, aggregate_footprints
-from ._elements import match_rows, shapes_table
+from ._elements import drop_none, match_rows, shapes_table
 from ._footprints import (
     Cover,
     Footprints,
     covered,
+    describe_shapes,
     footprint_diameters,
     footprint_matrix,
     shapes_footprints,
@@ -53,6 +54,8 @@ __all__ = [
     "covered",
     "default_image_key",
     "default_scale_factors",
+    "describe_shapes",
+    "drop_none",
     "file_sha256",
     "footprint_diameters",
     "footprint_matrix",

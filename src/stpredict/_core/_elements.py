@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,16 @@ from spatialdata.models import TableModel
 from .. import _constants as C
 from .._logging import logger
 
-__all__ = ["match_rows", "shapes_table"]
+__all__ = ["drop_none", "match_rows", "shapes_table"]
+
+
+def drop_none(v: Any) -> Any:
+    """``v`` with ``None`` dropped from every dict and list in it: what AnnData ``uns`` stores with any writer."""
+    if isinstance(v, Mapping):
+        return {str(k): drop_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list | tuple):
+        return [drop_none(x) for x in v if x is not None]
+    return v
 
 
 def shapes_table(sdata: SpatialData, by: str, X: np.ndarray, var_names: Sequence[str], uns: dict) -> AnnData:
@@ -30,7 +40,7 @@ def shapes_table(sdata: SpatialData, by: str, X: np.ndarray, var_names: Sequence
     table = AnnData(X=np.asarray(X, np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(list(var_names))))
     cen = shp.geometry.centroid
     table.obsm[C.SPATIAL_KEY] = np.c_[cen.x, cen.y]
-    table.uns[C.UNS_KEY] = dict(uns)
+    table.uns[C.UNS_KEY] = drop_none(dict(uns))
     return TableModel.parse(table, region=by, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY)
 
 

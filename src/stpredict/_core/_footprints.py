@@ -20,6 +20,7 @@ a coordinate system the shapes share with the image (a micron system first). :fu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -277,6 +278,23 @@ def shapes_footprints(
     else:
         raise ValueError(f"Shapes {shapes_key!r} have unsupported geometry types {sorted(kinds)}.")
     return fp.affine(M)
+
+
+def describe_shapes(sdata: SpatialData, shapes_key: str, image_key: str, mpp: float) -> dict[str, Any]:
+    """The footprints of a shapes element in words and numbers (for the records of prediction tables).
+
+    ``{"kind": "shapes", "shapes": ..., "geometry": "circle" | "polygon", "n_shapes": ...,
+    "median_diameter_um": ...}``: the diameter of circles, the larger side of the bounding box of polygons,
+    measured on up to 1000 shapes spread over the element, in µm of the image (``mpp`` µm per pixel).
+    """
+    shp = sdata.shapes[shapes_key]
+    rec: dict[str, Any] = {"kind": "shapes", "shapes": shapes_key, "n_shapes": len(shp)}
+    if len(shp):
+        pick = shp.index.to_numpy()[np.unique(np.linspace(0, len(shp) - 1, min(len(shp), 1000)).astype(int))]
+        fp = shapes_footprints(sdata, shapes_key, image_key, instances=pick)
+        rec["geometry"] = "circle" if fp.is_disk else "polygon"
+        rec["median_diameter_um"] = float(np.median(footprint_diameters(fp)) * mpp)
+    return rec
 
 
 def tiles_cover(sdata: SpatialData, tiles: str, image_key: str) -> Cover:

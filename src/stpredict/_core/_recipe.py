@@ -35,6 +35,20 @@ class Recipe:
         """The recipe as JSON-ready values (stored in checkpoints and in prediction tables' ``uns``)."""
         return {"genes": list(self.genes), "target_sum": float(self.target_sum), "log1p": bool(self.log1p)}
 
+    def describe(self) -> str:
+        """What a value in the recipe's units is, in words (recorded with every prediction table).
+
+        The same transform applied to measured counts gives comparable values:
+        ``sc.pp.normalize_total(adata, target_sum=...)`` (the total over *all* genes of a footprint),
+        then ``sc.pp.log1p(adata)``.
+        """
+        ts = f"{self.target_sum:g}"
+        norm = f"counts / total counts of the footprint (all genes) × {ts}"
+        scanpy = f"sc.pp.normalize_total(target_sum={ts})"
+        if self.log1p:
+            return f"log1p({norm}), as {scanpy} then sc.pp.log1p give for measured counts"
+        return f"{norm}, as {scanpy} gives for measured counts"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         """The inverse of :meth:`to_dict`."""

@@ -31,11 +31,16 @@ def her2st_dir(data_dir: str | os.PathLike | None = None) -> Path:
         An explicit folder (returned as is).
 
     """
+    return local_dir(data_dir, _ENV, "her2st")
+
+
+def local_dir(data_dir: str | os.PathLike | None, env: str, name: str) -> Path:
+    """A local dataset folder: ``data_dir``, else the environment variable ``env``, else ``settings.datasetdir / name``."""
     if data_dir is not None:
         return Path(data_dir)
-    if os.environ.get(_ENV):
-        return Path(os.environ[_ENV])
-    return Path(settings.datasetdir) / "her2st"
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    return Path(settings.datasetdir) / name
 
 
 def her2st_files(section: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:

@@ -46,6 +46,16 @@ def _write_10x_h5(adata: AnnData, path: Path) -> None:
         feats.create_dataset("name", data=np.asarray(adata.var_names, dtype="S"))
 
 
+def fresh_folder(path: str | Path, overwrite: bool) -> Path:
+    """``path`` as a folder about to be written: an existing one is an error unless ``overwrite`` (then removed)."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+        shutil.rmtree(path)
+    return path
+
+
 def write_visium_hd_outs(
     sdata: SpatialData,
     path: str | Path,
@@ -86,11 +96,7 @@ def write_visium_hd_outs(
     The folder path.
 
     """
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
-        shutil.rmtree(path)
+    path = fresh_folder(path, overwrite)
     if image_key is None:
         keys = [k for k in sdata.images if k.endswith("full_image")]
         if len(keys) != 1:

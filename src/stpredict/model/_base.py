@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from spatialdata import SpatialData
 
-from .._core import Recipe, check_he, file_sha256, section_names, select_genes
+from .._core import Recipe, check_he, drop_none, file_sha256, section_names, select_genes
 from .._core._validate import check_int, check_names, check_number, check_table_counts
 from .._logging import logger
 from .._settings import settings
 from .._types import ModelName, PresetName
 from .._version import __version__
+from ..module._encoder import encoder_kwargs_config
 
 __all__ = ["BaseModel", "Preset", "architecture", "load", "model_class", "read_config"]
 
@@ -62,7 +63,7 @@ def encoder_weights_info(path: str | os.PathLike) -> dict[str, Any]:
     settings and last loss are included when the checksum matches.
     """
     path = Path(path)
-    info: dict[str, Any] = {"path": os.fspath(path.resolve()), "sha256": file_sha256(path)}
+    info: dict[str, Any] = {"source": "file", "path": os.fspath(path.resolve()), "sha256": file_sha256(path)}
     meta = Path(f"{path}.json")
     if meta.is_file():
         try:
@@ -127,6 +128,8 @@ class BaseModel:
         train_mpp = architecture.get("train_mpp")
         if train_mpp is not None and not train_mpp > 0:
             raise ValueError(f"train_mpp must be positive (µm per pixel), got {train_mpp}.")
+        if "encoder_kwargs" in architecture:
+            architecture["encoder_kwargs"] = encoder_kwargs_config(architecture["encoder_kwargs"])
         self.config: dict[str, Any] = {k: _jsonable(v) for k, v in architecture.items()}
         self.recipe: Recipe | None = Recipe(list(genes), target_sum=target_sum) if genes is not None else None
         self._target_sum = float(target_sum)
@@ -135,8 +138,13 @@ class BaseModel:
         self.training_params: dict[str, Any] = {}
         self.optimizer_state: dict | None = None
         #: Where the encoder's initial weights came from: path, checksum and, for weights from
-        #: :func:`stpredict.tl.pretrain_encoder`, how they were pretrained (saved in checkpoints).
+        #: :func:`stpredict.tl.pretrain_encoder`, how they were pretrained; or, for ``pretrained=True``,
+        #: the hub repository or folder they came from (saved in checkpoints). ``None``: random initialisation.
         self.encoder_weights_info: dict[str, Any] | None = None
+        #: The checkpoint folder this model was last saved to or loaded from (``None``: never saved).
+        self.checkpoint: str | None = None
+        self._weights_sha256: str | None = None
+        self._checkpoint_state: float | None = None  # fingerprint of the weights as saved/loaded
         if self.recipe is not None:
             self._build()
 
@@ -180,13 +188,17 @@ class BaseModel:
     ) -> tuple[BaseModel, dict[str, Any]]:
         """A new model built from a preset with ``kwargs`` on top, and the training arguments to use.
 
-        ``"auto"`` is ``"paper"`` when CUDA is available, else ``"cpu"``.
+        ``"auto"`` is ``"paper"`` when CUDA is available, else ``"cpu"``. A preset that sets
+        ``pretrained=True`` (the ``"paper"`` ones) does not when ``encoder_weights`` is given.
         """
         if preset == "auto":
             preset = "paper" if settings.resolve_device("auto").type == "cuda" else "cpu"
         if preset not in cls.presets:
             raise ValueError(f"preset must be 'auto' or one of {sorted(cls.presets)}; got {preset!r}.")
-        arch, fit_kwargs = cls.split_kwargs({**cls.presets[preset].as_kwargs(), **kwargs})
+        preset_kwargs = cls.presets[preset].as_kwargs()
+        if kwargs.get("encoder_weights") is not None and "pretrained" not in kwargs:
+            preset_kwargs.pop("pretrained", None)  # a local weights file takes the place of the hub's weights
+        arch, fit_kwargs = cls.split_kwargs({**preset_kwargs, **kwargs})
         model = cls(genes, **arch)
         logger.info(f"{cls.__name__} preset {preset!r}: {arch}.")
         return model, fit_kwargs
@@ -206,14 +218,67 @@ class BaseModel:
         kw = {k: self.config[k] for k in self.module_args}
         kw["pretrained"] = bool(self.config.get("pretrained")) and load_weights
         kw["encoder_weights"] = self.config.get("encoder_weights") if load_weights else None
+        kw["encoder_kwargs"] = self.config.get("encoder_kwargs")
         return kw
 
     def _build(self, *, load_weights: bool = True) -> None:
         """Build :attr:`module` from the architecture (loading pretrained encoder weights unless told not to)."""
         self.module = self.module_class(len(self.genes), **self._module_kwargs(load_weights))
+        if not load_weights:
+            return
         w = self.config.get("encoder_weights")
-        if load_weights and w:
+        if w:
             self.encoder_weights_info = encoder_weights_info(w)
+        elif self.config.get("pretrained"):
+            source = getattr(getattr(self.module, "encoder", None), "weights_source", None)
+            self.encoder_weights_info = dict(source) if source else None
+
+    def provenance(self) -> dict[str, Any]:
+        """Which model this is, as JSON values without ``None`` (recorded in prediction tables' ``uns``).
+
+        Class and registry key, the encoder and how it was initialised, the architecture (constructor
+        arguments that are set), the epochs trained, and the checkpoint folder with its weights' checksum
+        when the model was saved or loaded (``trained_on_from_checkpoint`` instead once its weights changed).
+        """
+        info = self.encoder_weights_info or {}
+        source = info.get("source", "file" if "path" in info else None)
+        if source == "file":
+            init = f"weights file {info.get('path')} (sha256 {str(info.get('sha256', ''))[:12]})"
+        elif source == "hf-hub":
+            init = f"pretrained weights {info.get('hf_hub_id')} ({info.get('url')})"
+        elif source == "local-dir":
+            init = f"pretrained weights from the folder {info.get('path')}"
+        elif source == "url":
+            init = f"pretrained weights from {info.get('url')}"
+        else:
+            init = "random initialisation"
+        rec: dict[str, Any] = {
+            "class": type(self).__name__,
+            "key": self.key,
+            "encoder": str(self.config.get("encoder")),
+            "encoder_init": init,
+            "encoder_weights": {k: v for k, v in info.items() if isinstance(v, str | int | float)},
+            "architecture": self.config,
+            "trained_epochs": len(self.history),
+        }
+        if self.checkpoint and self._checkpoint_state == self._state_fingerprint():
+            rec["checkpoint"] = self.checkpoint
+            rec["weights_sha256"] = self._weights_sha256
+        elif self.checkpoint:  # trained on after it was saved or loaded: the checkpoint is where it started
+            rec["trained_on_from_checkpoint"] = self.checkpoint
+        return drop_none(rec)
+
+    def _state_fingerprint(self) -> float | None:
+        """A cheap fingerprint of the weights (to tell whether they changed since the checkpoint)."""
+        if self.module is None:
+            return None
+        with torch.no_grad():
+            vals = [v.detach().double() for v in self.module.state_dict().values() if v.is_floating_point()]
+            return float(sum(v.sum() + v.square().sum() for v in vals))
+
+    def _remember_checkpoint(self, path: Path, sha256: str) -> None:
+        self.checkpoint, self._weights_sha256 = os.fspath(path.resolve()), sha256
+        self._checkpoint_state = self._state_fingerprint()
 
     def _check_trained(self) -> None:
         if self.module is None or self.recipe is None:
@@ -361,6 +426,7 @@ class BaseModel:
         if self.encoder_weights_info is not None:
             config["encoder_weights"] = self.encoder_weights_info
         (path / _CONFIG).write_text(json.dumps(config, indent=2, default=float))
+        self._remember_checkpoint(path, config["weights_sha256"])
         return path
 
     @classmethod
@@ -430,6 +496,7 @@ class BaseModel:
         model.history = list(config.get("history", []))
         model.training_params = dict(config.get("training", {}))
         model.encoder_weights_info = config.get("encoder_weights")
+        model._remember_checkpoint(path, config["weights_sha256"])
         if (path / _OPTIMIZER).is_file():
             model.optimizer_state = torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=False)
         if config.get("stpredict_version") != __version__:

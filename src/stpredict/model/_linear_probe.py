@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class LinearProbe(DenseModel):
     ----------
     genes
         Output genes (default: top ``n_top_genes`` by mean on the training tables).
-    encoder, pretrained, encoder_weights
+    encoder, pretrained, encoder_weights, encoder_kwargs
         As :class:`PixNet`.
     levels
         Encoder levels used as features (default: all).
@@ -63,7 +63,7 @@ class LinearProbe(DenseModel):
     module_args = ("encoder", "levels")
     default_batch_size = 4
     presets: ClassVar[dict[str, Preset]] = {
-        "paper": Preset({"train_mpp": 1.0, "tile_size": 384}),
+        "paper": Preset({"pretrained": True, "train_mpp": 1.0, "tile_size": 384}),
         "cpu": Preset({"train_mpp": 2.0, "tile_size": 192}),
     }
 
@@ -74,6 +74,7 @@ class LinearProbe(DenseModel):
         encoder: str = "resnet18",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
         levels: Sequence[int] | None = None,
         train_mpp: float = 1.0,
         tile_size: int = 384,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,9 +69,16 @@ class PixNet(DenseModel, TrainedModel):
         timm model name (``"resnet18"``, the paper's choice; ViTs such as ``"vit_base_patch16_224"``
         get a simple feature pyramid).
     pretrained
-        Load the hub's pretrained encoder weights (needs network access).
+        Start from the pretrained weights timm has for ``encoder`` (for ``"resnet18"``: ImageNet,
+        ``timm/resnet18.a1_in1k`` on the Hugging Face Hub), downloaded once (network access) and
+        cached. The ``"paper"`` preset sets it; offline, pass ``encoder_weights`` or ``pretrained=False``.
     encoder_weights
-        Local encoder weights file (state dict or timm checkpoint) for offline machines.
+        Local encoder weights file (state dict or timm checkpoint) for offline machines; takes the
+        place of ``pretrained``.
+    encoder_kwargs
+        Further :func:`timm.create_model` arguments of the encoder, e.g. ``{"init_values": 1e-5}`` for
+        UNI (see :doc:`/encoders`); layer classes (``timm.layers.SwiGLUPacked``, ``torch.nn.SiLU``) may
+        be given as such or by name, and are stored by name in checkpoints.
     decoder_channels
         Decoder width, one int (paper: 512) or one per decoder stage, coarsest first.
     expansion
@@ -102,7 +109,9 @@ class PixNet(DenseModel, TrainedModel):
     :class:`PixNetTrainOptions` (``max_footprints_per_tile``, ``coverage``, ``feature_cache_size``,
     ``context``).
     Presets (:attr:`presets`, used by :func:`stpredict.tl.train`): ``"paper"`` is the published
-    512-wide decoder at 1 µm/px on 384 px tiles, 8 tiles per step; ``"cpu"`` a 64-wide decoder at
+    ImageNet-pretrained encoder (``pretrained=True``, unless ``pretrained=False`` or
+    ``encoder_weights`` is given) with a 512-wide decoder at 1 µm/px on 384 px tiles, 8 tiles per
+    step; ``"cpu"`` a randomly initialised encoder (nothing is downloaded) with a 64-wide decoder at
     2 µm/px on 192 px tiles, 4 tiles per step, that trains in minutes on a laptop.
 
     """
@@ -114,7 +123,10 @@ class PixNet(DenseModel, TrainedModel):
     train_options = PixNetTrainOptions
     default_batch_size = 4
     presets: ClassVar[dict[str, Preset]] = {
-        "paper": Preset({"decoder_channels": 512, "train_mpp": 1.0, "tile_size": 384}, {"batch_size": 8}),
+        "paper": Preset(
+            {"pretrained": True, "decoder_channels": 512, "train_mpp": 1.0, "tile_size": 384},
+            {"batch_size": 8},
+        ),
         "cpu": Preset({"decoder_channels": 64, "train_mpp": 2.0, "tile_size": 192}, {"batch_size": 4}),
     }
 
@@ -125,6 +137,7 @@ class PixNet(DenseModel, TrainedModel):
         encoder: str = "resnet18",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
         decoder_channels: int | Sequence[int] = 512,
         expansion: int = 2,
         out_activation: OutActivation = "identity",

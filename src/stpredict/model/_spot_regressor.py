@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class SpotRegressor(TrainedModel):
     ----------
     genes
         Output genes (default: top ``n_top_genes`` by mean on the training tables).
-    encoder, pretrained, encoder_weights
+    encoder, pretrained, encoder_weights, encoder_kwargs
         As :class:`PixNet`: a timm model name, hub weights, or a local weights file.
     crop_factor
         Window side as a multiple of the footprint diameter (side of square bins).
@@ -65,7 +65,7 @@ class SpotRegressor(TrainedModel):
     module_args = ("encoder", "hidden", "dropout")
     default_batch_size = 32
     presets: ClassVar[dict[str, Preset]] = {
-        "paper": Preset({"train_mpp": 1.0}, {"batch_size": 32}),
+        "paper": Preset({"pretrained": True, "train_mpp": 1.0}, {"batch_size": 32}),
         "cpu": Preset({"train_mpp": 2.0}, {"batch_size": 32}),
     }
 
@@ -76,6 +76,7 @@ class SpotRegressor(TrainedModel):
         encoder: str = "resnet18",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
         crop_factor: float = 1.5,
         train_mpp: float = 1.0,
         input_size: int | None = None,

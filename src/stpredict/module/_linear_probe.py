@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,8 @@ class LinearProbeModule(nn.Module):
         Encoder levels used as features (default: all).
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
+    encoder_kwargs
+        Further :func:`timm.create_model` arguments of the encoder (see :class:`Encoder`).
 
     """
 
@@ -43,9 +46,12 @@ class LinearProbeModule(nn.Module):
         levels: Sequence[int] | None = None,
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = as_encoder(encoder, pretrained=pretrained, weights=encoder_weights)
+        self.encoder = as_encoder(
+            encoder, pretrained=pretrained, weights=encoder_weights, encoder_kwargs=encoder_kwargs
+        )
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         n_levels = len(self.encoder.channels)

@@ -9,7 +9,8 @@ feature to ``M`` genes and the result is resized to the output grid (Eq. 3–4).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +91,8 @@ class PixNetModule(nn.Module):
         likelihood, see :mod:`stpredict.train`). Needs ``out_activation="identity"``.
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
+    encoder_kwargs
+        Further :func:`timm.create_model` arguments of the encoder (see :class:`Encoder`).
 
     """
 
@@ -104,6 +107,7 @@ class PixNetModule(nn.Module):
         map_space: MapSpace = "log",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if n_genes < 1:
@@ -115,7 +119,9 @@ class PixNetModule(nn.Module):
                 f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
                 "Use out_activation='identity' (the default)."
             )
-        self.encoder = as_encoder(encoder, pretrained=pretrained, weights=encoder_weights)
+        self.encoder = as_encoder(
+            encoder, pretrained=pretrained, weights=encoder_weights, encoder_kwargs=encoder_kwargs
+        )
         chans = self.encoder.channels
         n_stages = len(chans) - 1
         if isinstance(decoder_channels, int):

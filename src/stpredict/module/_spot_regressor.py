@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ class SpotRegressorModule(nn.Module):
         MLP hidden width and dropout.
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
+    encoder_kwargs
+        Further :func:`timm.create_model` arguments of the encoder (see :class:`Encoder`).
 
     """
 
@@ -38,9 +42,12 @@ class SpotRegressorModule(nn.Module):
         dropout: float = 0.1,
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = as_encoder(encoder, pretrained=pretrained, weights=encoder_weights)
+        self.encoder = as_encoder(
+            encoder, pretrained=pretrained, weights=encoder_weights, encoder_kwargs=encoder_kwargs
+        )
         c = self.encoder.channels[-1]
         self.head = nn.Sequential(
             nn.Linear(c, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_genes)

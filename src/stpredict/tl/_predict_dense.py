@@ -23,6 +23,8 @@ from .._core import (
     ElementWriter,
     check_he,
     default_scale_factors,
+    describe_shapes,
+    drop_none,
     full_resolution,
     section_name,
 )
@@ -37,9 +39,9 @@ from .._core._validate import (
 )
 from .._logging import logger
 from .._progress import dask_progress
-from .._version import __version__
 from ..pp._tissue import tiles_mask, tissue_mask
 from ._aggregate import aggregate_table
+from ._records import prediction_record, values_text
 
 __all__ = ["predict_dense"]
 
@@ -145,8 +147,14 @@ def predict_dense(
       ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels);
     - for each name in ``shapes``: ``tables[f"{{key_added}}_{{name}}"]`` linked to that shapes element.
 
-    Every table's ``uns["stpredict"]`` records the run (genes, normalisation recipe, mpp, out_mpp, tiling,
-    version).
+    Every table's ``uns["stpredict"]`` says what its ``X`` holds (``values``, in words: the recipe's
+    log-normalised units and the footprint a row averages over), which model made it (``model``,
+    ``model_info``: key, encoder and its initial weights, architecture, checkpoint folder and weights
+    checksum when saved or loaded), the genes (``model_genes``, ``n_genes``), the normalisation
+    ``recipe``, the image (``image_key``, ``mpp``), ``train_mpp``, ``out_mpp``, the ``map`` element, the
+    ``footprint`` (bin size in µm, or the shapes' geometry and median diameter), the tiling and the
+    version; only strings, numbers, lists and dicts, so it survives writing to zarr. (spatialdata does
+    not write an image's ``attrs``, so the map's record is its tables'.)
 
     Examples
     --------
@@ -219,20 +227,25 @@ def predict_dense(
             )
         )
     params = {
-        "model_genes": list(genes),
-        "recipe": model.recipe.to_dict(),
-        "image_key": image_key,
-        "mpp": float(mpp),
+        **prediction_record(model, image_key=image_key, mpp=mpp),
         "out_mpp": float(out_mpp),
-        "train_mpp": float(model.train_mpp),
-        "tiling": {
-            "chunk_size": int(engine.chunk_size),
-            "margin": int(engine.margin),
-            "tissue": bool(tissue),
-            "tiles": tiles,
-        },
-        "stpredict_version": __version__,
+        "map": dense_name,
+        "tiling": drop_none(
+            {
+                "chunk_size": int(engine.chunk_size),
+                "margin": int(engine.margin),
+                "tissue": bool(tissue),
+                "tiles": tiles,
+            }
+        ),
     }
+    outside = (
+        f"map pixels outside the tiles {tiles!r} are 0"
+        if tiles is not None
+        else "map pixels in blocks without tissue are 0"
+        if tissue
+        else "every block is predicted"
+    )
     img_ts = get_transformation(el, get_all=True)
     lazy_tables: dict[str, int] = {}  # table name -> bin size in map pixels
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
@@ -284,7 +297,15 @@ def predict_dense(
             )
             table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
             table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
-            table.uns[C.UNS_KEY] = {**params, "bin_um": b}
+            table.uns[C.UNS_KEY] = {
+                **params,
+                "values": values_text(
+                    model,
+                    f"the mean of the dense map {dense_name!r} ({out_mpp:g} µm/px) over one {b} µm square bin",
+                ),
+                "bin_um": b,
+                "footprint": {"kind": "square bins", "bin_um": b, "shapes": shapes_name},
+            }
             writer.add(shapes_name, _bins_shapes(rows, cols, side, img_ts))
             writer.add(
                 table_name,
@@ -295,7 +316,16 @@ def predict_dense(
         view = sd.SpatialData(images={dense_name: dense_el}, shapes={s: sdata.shapes[s] for s in shapes})
         for s in shapes:
             table = aggregate_table(view, values=dense_name, by=s)
-            table.uns[C.UNS_KEY] = {**params, "shapes": s}
+            table.uns[C.UNS_KEY] = {
+                **params,
+                "values": values_text(
+                    model,
+                    f"the mean of the dense map {dense_name!r} ({out_mpp:g} µm/px) over the map pixels whose centres "
+                    f"lie in one shape of {s!r} ({outside})",
+                ),
+                "shapes": s,
+                "footprint": describe_shapes(sdata, s, image_key, mpp),
+            }
             writer.add(f"{key_added}_{s}", table)
     added = list(writer.elements)
     if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata

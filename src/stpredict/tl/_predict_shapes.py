@@ -8,10 +8,10 @@ from typing import Any
 from spatialdata import SpatialData
 
 from .. import _docs
-from .._core import ElementWriter, check_he, get_mpp, shapes_table
+from .._core import ElementWriter, check_he, describe_shapes, get_mpp, shapes_table
 from .._core._validate import check_int, check_model, check_name, check_names
 from .._logging import logger
-from .._version import __version__
+from ._records import prediction_record, values_text
 
 __all__ = ["predict_shapes"]
 
@@ -63,7 +63,10 @@ def predict_shapes(
     Names of the tables added: ``f"{{key_added}}_{{shapes}}"`` for each shapes element, with ``X`` =
     predicted expression (shapes × genes, float32; NaN for shapes off the image), ``obs`` linked
     to the shapes (``region``, ``instance_id`` = the shapes index), ``obsm["spatial"]`` = shape
-    centroids and ``uns["stpredict"]`` = model class, recipe and image.
+    centroids and ``uns["stpredict"]`` = what ``X`` holds (``values``, in words), the model
+    (``model``, ``model_info``: encoder, initial weights, checkpoint), the genes (``model_genes``,
+    ``n_genes``), the normalisation ``recipe``, the image (``image_key``, ``mpp``), ``train_mpp``, the
+    ``footprint`` (geometry, median diameter in µm) and ``stpredict_version``.
 
     """
     check_model(model)
@@ -77,18 +80,27 @@ def predict_shapes(
     kw = {"image_key": image_key, "device": device}
     if batch_size is not None:
         kw["batch_size"] = batch_size
-    params = {
-        "model": type(model).__name__,
-        "model_genes": list(model.genes),
-        "recipe": model.recipe.to_dict(),
-        "image_key": image_key,
-        "mpp": float(get_mpp(sdata, image_key)),
-        "train_mpp": float(model.train_mpp),
-        "stpredict_version": __version__,
-    }
+    mpp = float(get_mpp(sdata, image_key))
+    params = prediction_record(model, image_key=image_key, mpp=mpp)
     with writer:
         for s, name in zip(shapes, names, strict=True):
             X = model.predict_shapes(sdata, s, **kw)
-            writer.add(name, shapes_table(sdata, s, X, model.genes, {**params, "shapes": s}))
+            if getattr(model, "dense", False):
+                per_row = (
+                    f"the mean of the model's dense map at {model.train_mpp:g} µm/px over the map pixels whose "
+                    f"centres lie in one shape of {s!r}"
+                )
+            else:
+                per_row = (
+                    f"predicted from one square crop of {model.config.get('crop_factor', 1):g} × the diameter of one "
+                    f"shape of {s!r}, centred on it and resampled to {model.config.get('input_size')} px"
+                )
+            rec = {
+                **params,
+                "values": values_text(model, per_row + " (NaN: off the image)"),
+                "shapes": s,
+                "footprint": describe_shapes(sdata, s, image_key, mpp),
+            }
+            writer.add(name, shapes_table(sdata, s, X, model.genes, rec))
     logger.info(f"Added {names}.")
     return names

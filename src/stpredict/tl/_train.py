@@ -41,8 +41,12 @@ def train(
 
     - ``"cpu"``: resnet18 encoder, 64-wide decoder, 2 µm/px, 192 px tiles (384 µm), 4 tiles per
       step, 10 epochs × 50 steps — minutes on a laptop CPU (the four HER2ST sections: see the README);
-    - ``"paper"``: 512-wide decoder, 1 µm/px, 384 px tiles, 8 tiles per step (a GPU run);
+    - ``"paper"``: the encoder's ImageNet weights (``pretrained=True``: ``timm/resnet18.a1_in1k`` from
+      the Hugging Face Hub, downloaded once; offline pass ``encoder_weights=`` or ``pretrained=False``),
+      512-wide decoder, 1 µm/px, 384 px tiles, 8 tiles per step (a GPU run);
     - ``"auto"`` (default): ``"paper"`` when CUDA is available, else ``"cpu"``.
+
+    The ``"cpu"`` preset starts from a random initialisation and downloads nothing.
 
     The baselines have matching presets (the same ``train_mpp``; 32 crops per step, or the same tile
     size). For a full run raise ``max_epochs`` / ``steps_per_epoch`` (the paper trains 500 epochs), use
@@ -67,7 +71,7 @@ def train(
     {validation}
     **kwargs
         Architecture arguments of the model class (for PixNet ``encoder``, ``pretrained``,
-        ``encoder_weights``, ``decoder_channels``, ``freeze_encoder``, ``train_mpp`` (µm per pixel),
+        ``encoder_weights``, ``encoder_kwargs``, ``decoder_channels``, ``freeze_encoder``, ``train_mpp`` (µm per pixel),
         ``tile_size`` (pixels at ``train_mpp``), …) and training arguments of its ``train``
         (``max_epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``, ``seed``, ``device``, …); a
         name the model does not take is an error that lists the ones it does.

@@ -1,0 +1,137 @@
+"""Write an H&E image as a pyramidal (OME-)TIFF, as a scanner would: stand-ins for H&E-only slides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from spatialdata import SpatialData
+
+from .._core._image import default_image_key, full_resolution
+from .._core._mpp import get_mpp
+from .._core._validate import check_int, check_mpp_value
+
+__all__ = ["write_slide"]
+
+
+def _tiles(level: Any, tile: int) -> Iterator[np.ndarray]:
+    """Tiles of a ``(y, x, 3)`` (dask or NumPy) array row by row, one row of tiles in memory at a time."""
+    h, w = level.shape[:2]
+    for y0 in range(0, h, tile):
+        strip = np.asarray(level[y0 : y0 + tile])
+        for x0 in range(0, w, tile):
+            block = strip[:, x0 : x0 + tile]
+            if block.shape[:2] != (tile, tile):  # edge tiles are padded with white glass
+                pad = np.full((tile, tile, 3), 255, np.uint8)
+                pad[: block.shape[0], : block.shape[1]] = block
+                block = pad
+            yield block
+
+
+def write_slide(
+    image: SpatialData | np.ndarray | Any,
+    path: str | Path,
+    *,
+    mpp: float | None = None,
+    image_key: str | None = None,
+    ome: bool = True,
+    tile: int = 256,
+    smallest: int = 512,
+    compression: str | None = "zlib",
+    overwrite: bool = False,
+) -> Path:
+    """Write an RGB image as a tiled pyramidal TIFF that records its pixel size, like a scanner's file.
+
+    Level ``k`` halves level ``k - 1`` (a 2 x 2 mean) until the longest side is at most ``smallest``;
+    the reduced levels are SubIFDs of the full-resolution page, the layout of OME-TIFF and of most
+    converted slides. The pixel size is written twice: as TIFF resolution tags (pixels per
+    centimetre) and, with ``ome=True``, as OME ``PhysicalSizeX/Y`` in µm.
+
+    Parameters
+    ----------
+    image
+        A SpatialData (its H&E, ``image_key`` or the largest RGB image; ``mpp`` from it), a ``(y, x, 3)``
+        uint8 array, or a dask array of that shape (written a row of tiles at a time, so slides larger
+        than memory can be generated).
+    path
+        The file to write (``.ome.tif`` by convention for OME-TIFF).
+    mpp
+        Microns per pixel; required for arrays.
+    image_key
+        Which image of a SpatialData.
+    ome
+        Write OME-XML metadata (an OME-TIFF); otherwise a plain pyramidal TIFF with resolution tags.
+    tile
+        Tile side in pixels (a multiple of 16).
+    smallest
+        Stop adding levels once the longest side is at most this many pixels.
+    compression
+        TIFF compression (``"zlib"``, ``"jpeg"`` with imagecodecs, or ``None``).
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    The path written.
+
+    """
+    import dask.array as da
+    import tifffile
+
+    path = Path(path)
+    tile = check_int("tile", tile)
+    if tile % 16:
+        raise ValueError(f"`tile` must be a multiple of 16 (a TIFF rule), got {tile}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+    if isinstance(image, SpatialData):
+        key = default_image_key(image) if image_key is None else image_key
+        mpp = get_mpp(image, key) if mpp is None else mpp
+        arr = full_resolution(image.images[key]).transpose("y", "x", "c").data
+    else:
+        arr = image
+    if mpp is None:
+        raise ValueError("Pass `mpp=` (microns per pixel) to write an array as a slide.")
+    mpp = check_mpp_value(mpp)
+    if arr.ndim != 3 or arr.shape[-1] != 3 or np.dtype(arr.dtype) != np.uint8:
+        raise ValueError(f"The image must be (y, x, 3) uint8 RGB, got {arr.shape} {arr.dtype}.")
+    levels = [da.asarray(arr)]
+    while max(levels[-1].shape[:2]) > smallest and min(levels[-1].shape[:2]) >= 2:
+        prev = levels[-1]
+        h, w = prev.shape[0] // 2 * 2, prev.shape[1] // 2 * 2
+        levels.append(da.coarsen(np.mean, prev[:h, :w], {0: 2, 1: 2}).round().astype(np.uint8))
+    px_per_cm = 1e4 / mpp
+    common = {
+        "tile": (tile, tile),
+        "photometric": "rgb",
+        "compression": compression,
+        "resolution": (px_per_cm, px_per_cm),
+        "resolutionunit": "CENTIMETER",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tifffile.TiffWriter(tmp, bigtiff=True, ome=ome) as tw:
+        for i, level in enumerate(levels):
+            h, w = level.shape[:2]
+            kwargs: dict[str, Any] = dict(common, shape=(h, w, 3), dtype=np.uint8)
+            if i == 0:
+                kwargs["subifds"] = len(levels) - 1
+                if ome:
+                    kwargs["metadata"] = {
+                        "axes": "YXS",
+                        "PhysicalSizeX": mpp,
+                        "PhysicalSizeXUnit": "µm",
+                        "PhysicalSizeY": mpp,
+                        "PhysicalSizeYUnit": "µm",
+                    }
+            else:
+                kwargs["subfiletype"] = 1  # a reduced-resolution version of the image
+                kwargs["resolution"] = (
+                    px_per_cm * w / levels[0].shape[1],
+                    px_per_cm * h / levels[0].shape[0],
+                )
+            tw.write(_tiles(level, tile), **kwargs)
+    tmp.replace(path)
+    return path
