@@ -247,25 +247,45 @@ def _open_slide_store(args: argparse.Namespace) -> SpatialData:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it.")
-    if out.exists() and not ((out / "zarr.json").is_file() or (out / ".zgroup").is_file()):
-        raise UsageError(f"{out} exists and is not a zarr store; --overwrite replaces zarr stores only.")
+    if out.exists() and not _slide_store(out):
+        raise UsageError(
+            f"{out} exists and is not a store `stpredict predict` wrote for a slide; --overwrite replaces only "
+            "those. Choose another --out (predictions for an existing SpatialData store: `stpredict predict "
+            "STORE.zarr --model ...` writes into it)."
+        )
     sdata = io.read_wsi(args.zarr, mpp=args.mpp, dataset_id=args.dataset_id)
-    if out.exists():
-        shutil.rmtree(out)
+    pixel_cs = sdata.attrs["stpredict"]["slide"]["pixel_cs"]
+    # files of footprints (GeoJSON, GeoParquet) in the slide's pixels: read before anything is written
+    args.shapes = [_read_shapes_file(sdata, item, pixel_cs) for item in args.shapes]
+    if out.exists():  # kept aside until the new store is complete (_predict puts it back on failure)
+        shutil.move(out, _aside(out))
     with quiet_ome_zarr():
         sd.SpatialData(attrs=sdata.attrs).write(out)
         sdata.path = out
         if not args.no_image:  # the H&E, level by level from the file's own pyramid
             for key in list(sdata.images):
                 sdata.write_element(key)
-    shapes = []
-    for item in args.shapes:  # files of footprints (GeoJSON, GeoParquet) in the slide's pixels
-        name = _read_shapes_file(sdata, item, sdata.attrs["stpredict"]["slide"]["pixel_cs"])
-        with quiet_ome_zarr():
-            sdata.write_element(name)  # the predictions' table links to it
-        shapes.append(name)
-    args.shapes = shapes
+        for name in args.shapes:
+            sdata.write_element(name)  # the predictions' tables link to them
     return sdata
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.replaced")
+
+
+def _slide_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr store that ``stpredict predict`` wrote for a slide file."""
+    import json
+
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return (attrs.get("stpredict") or {}).get("slide", {}).get("reader") == "read_wsi"
 
 
 def _read_shapes_file(sdata: SpatialData, item: str, pixel_cs: str) -> str:
@@ -284,6 +304,8 @@ def _read_shapes_file(sdata: SpatialData, item: str, pixel_cs: str) -> str:
     gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
     gdf = gdf.reset_index(drop=True).set_crs(None, allow_override=True)  # pixels, not a map projection
     name = path.name.split(".")[0]
+    if name in sdata.shapes or name in sdata.images:
+        raise UsageError(f"--shapes {item}: two elements would be named {name!r}; rename one of the files.")
     mpp = sdata.attrs["stpredict"]["slide"]["mpp"]
     sdata.shapes[name] = ShapesModel.parse(
         gdf, transformations=pixel_and_micron_transforms(pixel_cs, mpp=mpp)
@@ -312,14 +334,23 @@ def _predict(args: argparse.Namespace) -> int:
     model = load(args.model)
     if not slide:
         return _predict_into(_read_zarr(args.zarr), model, args, args.zarr)
-    sdata = _open_slide_store(args)
-    try:
-        return _predict_into(sdata, model, args, args.out)
-    except BaseException:  # the store is new: leave nothing half-written behind
-        import shutil
+    import shutil
 
-        shutil.rmtree(args.out, ignore_errors=True)
+    out = Path(args.out) if args.out else None
+    existed = out is not None and out.exists()
+    try:
+        sdata = _open_slide_store(args)
+        rc = _predict_into(sdata, model, args, args.out)
+    except BaseException:  # leave nothing half-written behind, and put back the store it was to replace
+        if out is not None and _aside(out).exists():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.move(_aside(out), out)
+        elif out is not None and not existed:
+            shutil.rmtree(out, ignore_errors=True)
         raise
+    if _aside(out).exists():
+        shutil.rmtree(_aside(out))
+    return rc
 
 
 def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: str) -> int:

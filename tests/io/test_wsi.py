@@ -122,6 +122,36 @@ def test_pixel_size_missing_or_implausible_needs_mpp(tmp_path, he):
         stp.io.read_wsi(screen, mpp=500)
 
 
+def test_anisotropic_pixels_need_mpp(tmp_path, he):
+    path = tmp_path / "aniso.tif"
+    tifffile.imwrite(path, he, photometric="rgb", resolution=(20000, 10000), resolutionunit="CENTIMETER")
+    info = stp.io.slide_info(path)  # describing the file works
+    assert info.mpp is None and "anisotropic" in info.mpp_source
+    with pytest.raises(ValueError, match="anisotropic"):
+        stp.io.read_wsi(path)
+    assert stp.pp.get_mpp(stp.io.read_wsi(path, mpp=0.5), "aniso_full_image") == 0.5
+
+
+def test_z_stack_reads_the_first_plane(tmp_path, he):
+    path = tmp_path / "stack.ome.tif"
+    stack = np.stack([he, 255 - he])
+    tifffile.imwrite(
+        path, stack, photometric="rgb", metadata={"axes": "ZYXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    )
+    sdata = stp.io.read_wsi(path)
+    np.testing.assert_array_equal(
+        sdata["stack_full_image"]["scale0"].image.transpose("y", "x", "c").values, he
+    )
+
+
+def test_write_over_an_existing_store(tmp_path, ome):
+    sdata = stp.io.read_wsi(ome, dataset_id="s")
+    sdata.write(tmp_path / "s.zarr")
+    again = stp.io.read_wsi(ome, dataset_id="s")
+    again.write(tmp_path / "s.zarr", overwrite=True)  # spatialdata's check for self-overwriting accepts it
+    assert stp.pp.get_mpp(sd.read_zarr(tmp_path / "s.zarr"), "s_full_image") == 0.5
+
+
 def test_aperio_svs_description(tmp_path, he):
     path = tmp_path / "scan.svs"
     desc = (

@@ -98,6 +98,8 @@ def write_slide(
     if arr.ndim != 3 or arr.shape[-1] != 3 or np.dtype(arr.dtype) != np.uint8:
         raise ValueError(f"The image must be (y, x, 3) uint8 RGB, got {arr.shape} {arr.dtype}.")
     levels = [da.asarray(arr)]
+    if levels[0].numblocks[:2] == (1, 1) and max(arr.shape[:2]) > 8 * tile:  # a NumPy image: reduce in blocks
+        levels[0] = levels[0].rechunk((8 * tile, 8 * tile, 3))
     while max(levels[-1].shape[:2]) > smallest and min(levels[-1].shape[:2]) >= 2:
         prev = levels[-1]
         h, w = prev.shape[0] // 2 * 2, prev.shape[1] // 2 * 2
@@ -112,6 +114,19 @@ def write_slide(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    try:
+        _write_levels(tifffile, tmp, levels, common, mpp=mpp, ome=ome, tile=tile, px_per_cm=px_per_cm)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return path
+
+
+def _write_levels(
+    tifffile, tmp: Path, levels: list, common: dict, *, mpp: float, ome: bool, tile: int, px_per_cm: float
+):
+    """Write the levels to ``tmp``: the first as the page, the others as its SubIFDs."""
     with tifffile.TiffWriter(tmp, bigtiff=True, ome=ome) as tw:
         for i, level in enumerate(levels):
             h, w = level.shape[:2]
@@ -133,5 +148,3 @@ def write_slide(
                     px_per_cm * h / levels[0].shape[0],
                 )
             tw.write(_tiles(level, tile), **kwargs)
-    tmp.replace(path)
-    return path

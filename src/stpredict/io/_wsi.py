@@ -42,6 +42,8 @@ WSI_SUFFIXES = _TIFF_SUFFIXES + _OPENSLIDE_SUFFIXES + _PLAIN_SUFFIXES
 _UM_PER = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "μm": 1.0, "nm": 1e-3, "inch": 25400.0}
 #: The coarsest pyramid level kept: smaller levels (thumbnails) help nobody.
 _MIN_LEVEL_PX = 64
+#: Series names (tifffile's, lower case) of pictures that are not the slide: SVS/NDPI/SCN extras.
+_NOT_THE_SLIDE = frozenset({"thumbnail", "label", "macro", "overview", "map"})
 
 
 @dataclass
@@ -121,34 +123,34 @@ def _plausible(mpp: float | None, source: str) -> tuple[float | None, str]:
     )
 
 
-def _isotropic(x: float, y: float, source: str) -> float:
+def _isotropic(x: float, y: float, source: str) -> tuple[float | None, str]:
+    """The pixel size of square pixels; for anisotropic ones ``None`` and why (``mpp=`` can still be given)."""
     if abs(x - y) > 1e-3 * max(x, y):
-        raise ValueError(
-            f"The slide has anisotropic pixels ({source}: x {x:.6g}, y {y:.6g} µm/px); stpredict needs square "
-            "pixels. Resample the image, or pass `mpp=` if the metadata is wrong."
-        )
-    return (x + y) / 2
+        return None, f"{source} gives anisotropic pixels (x {x:.6g}, y {y:.6g} µm/px)"
+    return (x + y) / 2, source
 
 
 # --- tifffile ---------------------------------------------------------------------------------
 
 
-def _ome_mpp(xml: str) -> tuple[float | None, str]:
+def _ome_mpp(xml: str, image: int = 0) -> tuple[float | None, str]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None, "unreadable OME-XML"
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    all_pixels = [el for el in root.iter() if el.tag.endswith("Pixels")]
+    pixels = all_pixels[image] if image < len(all_pixels) else None
     if pixels is None or pixels.get("PhysicalSizeX") is None:
         return None, "OME-XML without PhysicalSizeX"
     size = {}
     for ax in ("X", "Y"):
-        value = pixels.get(f"PhysicalSize{ax}") or pixels.get("PhysicalSizeX")
-        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        own = pixels.get(f"PhysicalSize{ax}") is not None
+        value = pixels.get(f"PhysicalSize{ax}" if own else "PhysicalSizeX")
+        unit = pixels.get(f"PhysicalSize{ax if own else 'X'}Unit", "µm")
         if unit not in _UM_PER:
             return None, f"OME PhysicalSize{ax}Unit {unit!r} is not a length unit stpredict knows"
         size[ax] = float(value) * _UM_PER[unit]
-    return _isotropic(size["X"], size["Y"], "OME PhysicalSizeX/Y"), "OME PhysicalSizeX/Y"
+    return _isotropic(size["X"], size["Y"], "OME PhysicalSizeX/Y")
 
 
 def _tag_mpp(page) -> tuple[float | None, str]:
@@ -168,24 +170,25 @@ def _tag_mpp(page) -> tuple[float | None, str]:
     y = per_px(yres) if yres is not None else x
     what = "inch" if unit_um == 25400.0 else "centimetre"
     source = f"TIFF resolution tags (pixels per {what})"
-    return _isotropic(x, y, source), source
+    return _isotropic(x, y, source)
 
 
-def _tiff_mpp(tf) -> tuple[float | None, str]:
-    """The pixel size a TIFF-based slide records: OME-XML, then Aperio's description, then resolution tags."""
+def _tiff_mpp(tf, series_index: int = 0) -> tuple[float | None, str]:
+    """The pixel size the slide's image records: OME-XML, then Aperio's description, then resolution tags."""
     from tifffile.tifffile import svs_description_metadata
 
+    keyframe = tf.series[series_index].keyframe
     found: list[tuple[float | None, str]] = []
     if tf.is_ome and tf.ome_metadata:
-        found.append(_ome_mpp(tf.ome_metadata))
+        found.append(_ome_mpp(tf.ome_metadata, series_index))
     if tf.is_svs:
         try:
-            meta = svs_description_metadata(tf.pages[0].description)
+            meta = svs_description_metadata(keyframe.description)
         except ValueError:
             meta = {}
         if "MPP" in meta:
             found.append((float(meta["MPP"]), "Aperio ImageDescription MPP"))
-    found.append(_tag_mpp(tf.pages[0]))
+    found.append(_tag_mpp(keyframe))
     reasons = []
     for mpp, source in found:
         mpp, source = _plausible(mpp, source)
@@ -210,7 +213,7 @@ def _tiff_format(tf) -> str:
 
 
 def _rgb_axes(shape: tuple[int, ...], axes: str) -> tuple[list[int], int, int, int] | None:
-    """Indices of (samples, y, x) and the singleton axes to drop, or ``None`` when the series is not RGB."""
+    """Indices of the other axes (read at 0) and of (samples, y, x), or ``None`` when the series is not RGB."""
     axes = axes.upper()
     if "Y" not in axes or "X" not in axes:
         return None
@@ -218,9 +221,7 @@ def _rgb_axes(shape: tuple[int, ...], axes: str) -> tuple[list[int], int, int, i
     if len(colour) != 1:
         return None
     c, y, x = colour[0], axes.index("Y"), axes.index("X")
-    others = [i for i in range(len(axes)) if i not in (c, y, x)]
-    if any(shape[i] != 1 for i in others):
-        return None
+    others = [i for i in range(len(axes)) if i not in (c, y, x)]  # Z, T, ...: the first plane is read
     return others, c, y, x
 
 
@@ -228,40 +229,52 @@ def _tiff_slide(path: Path) -> SlideInfo:
     import dask.array as da
     import tifffile
     import zarr
+    from dask.base import tokenize
 
     try:
         tf = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError) as exc:
         raise ValueError(f"{str(path)!r} is not a TIFF file tifffile can read ({exc}).") from exc
-    candidates = []  # (pixels, series, level index, array shape, axes)
-    for series in tf.series:
-        for li, level in enumerate(series.levels):
-            found = _rgb_axes(level.shape, level.axes)
-            if found is not None:
-                candidates.append((found, series, li, level))
-    if not candidates:
-        shapes = ", ".join(f"{s.shape} {s.axes} {s.dtype}" for s in tf.series)
+    # the slide is the largest RGB series that is not a thumbnail, label or macro photo of the glass
+    series_rgb = [
+        (si, series, found)
+        for si, series in enumerate(tf.series)
+        if (series.name or "").lower() not in _NOT_THE_SLIDE
+        and (found := _rgb_axes(series.levels[0].shape, series.levels[0].axes)) is not None
+    ]
+    if not series_rgb:
+        shapes = ", ".join(f"{s.name or '-'} {s.shape} {s.axes} {s.dtype}" for s in tf.series)
         tf.close()
         raise ValueError(
             f"{str(path)!r} holds no RGB image (series: {shapes}); stpredict reads RGB H&E slides. "
             "Convert a fluorescence or single-channel image to RGB first."
         )
 
-    def hw(item) -> tuple[int, int]:
-        (_, _, y, x), _, _, level = item
+    def hw(level, found) -> tuple[int, int]:
+        _, _, y, x = found
         return level.shape[y], level.shape[x]
 
-    candidates.sort(key=lambda item: -hw(item)[0] * hw(item)[1])
-    h0, w0 = hw(candidates[0])
-    keep = [candidates[0]]
-    for item in candidates[1:]:  # reduced levels: same aspect ratio, smaller; not a label or macro image
-        h, w = hw(item)
-        if min(h, w) < _MIN_LEVEL_PX or any(hw(k) == (h, w) for k in keep):
-            continue
-        if abs(h / h0 * w0 / w - 1) < 0.02 + 2 / min(h, w):
-            keep.append(item)
+    si, chosen, found = max(series_rgb, key=lambda t: np.prod(hw(t[1].levels[0], t[2])))
+    h0, w0 = hw(chosen.levels[0], found)
+    keep = [(chosen, li, _rgb_axes(level.shape, level.axes)) for li, level in enumerate(chosen.levels)]
+    if (
+        len(chosen.levels) == 1
+    ):  # no pyramid tifffile recognises: other images of the same aspect are its levels
+        for _, series, f in series_rgb:
+            h, w = hw(series.levels[0], f)
+            if series is not chosen and h < h0 and abs(h / h0 * w0 / w - 1) < 0.02 + 2 / min(h, w):
+                keep.append((series, 0, f))
+    keep = [k for i, k in enumerate(keep) if i == 0 or min(hw(k[0].levels[k[1]], k[2])) >= _MIN_LEVEL_PX]
+    keep.sort(key=lambda k: -np.prod(hw(k[0].levels[k[1]], k[2])))
+    if any(chosen.levels[0].shape[i] > 1 for i in found[0]):
+        logger.warning(
+            f"{path.name}: the slide image has axes {chosen.axes} {chosen.shape}; only the first plane of "
+            f"{', '.join(chosen.axes[i] for i in found[0])} is read."
+        )
+    token = f"{path.resolve()}-{path.stat().st_mtime_ns}"
     arrays, levels = [], []
-    for (others, c, y, x), series, li, level in keep:
+    for series, li, (others, c, y, x) in keep:
+        level = series.levels[li]
         dtype = np.dtype(level.dtype)
         if dtype != np.uint8:
             tf.close()
@@ -269,15 +282,15 @@ def _tiff_slide(path: Path) -> SlideInfo:
                 f"{str(path)!r} stores {dtype} pixels; stpredict expects 8-bit RGB H&E (uint8). Convert the slide "
                 "to 8 bits first."
             )
-        store = series.aszarr(level=li)
-        arr = da.from_zarr(zarr.open(store, mode="r"))
-        if others:
-            arr = arr.squeeze(axis=tuple(others))
-            c, y, x = (i - sum(o < i for o in others) for i in (c, y, x))
+        z = zarr.open(series.aszarr(level=li), mode="r")
+        # a name of its own: spatialdata takes "original-from-zarr" arrays for elements of a zarr store on disk
+        arr = da.from_array(z, chunks=z.chunks, name=f"read-wsi-{tokenize(token, series.index, li)}")
+        arr = arr[tuple(0 if i in others else slice(None) for i in range(arr.ndim))]
+        c, y, x = (i - sum(o < i for o in others) for i in (c, y, x))
         arr = arr.transpose(c, y, x)[:3]
         arrays.append(arr)
         levels.append((arr.shape[1], arr.shape[2]))
-    mpp, source = _tiff_mpp(tf)
+    mpp, source = _tiff_mpp(tf, si)
     return SlideInfo(path, "tifffile", _tiff_format(tf), levels, mpp, source, arrays)
 
 
@@ -322,7 +335,9 @@ class _OpenSlideLevel:
         )
         rgba = np.asarray(region, dtype=np.uint8)
         alpha = rgba[..., 3:4].astype(np.uint16)
-        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255  # premultiplied → over white glass
+        rgb = (
+            rgba[..., :3] * alpha + 255 * (255 - alpha)
+        ) // 255  # straight alpha, composited over white glass
         return rgb.astype(np.uint8)[:, :, key[2]] if len(key) > 2 else rgb.astype(np.uint8)
 
 
@@ -342,7 +357,7 @@ def _openslide_slide(path: Path, chunk: int) -> SlideInfo:
     if "openslide.mpp-x" in props:
         x = float(props["openslide.mpp-x"])
         y = float(props.get("openslide.mpp-y", x))
-        mpp, source = _plausible(_isotropic(x, y, "openslide.mpp-x/y"), "openslide.mpp-x/y")
+        mpp, source = _plausible(*_isotropic(x, y, "openslide.mpp-x/y"))
     fmt = props.get("openslide.vendor", "OpenSlide")
     slide.close()
     return SlideInfo(path, "openslide", fmt, levels, mpp, source, arrays)
@@ -356,7 +371,7 @@ def _plain_slide(path: Path) -> SlideInfo:
 
     Image.MAX_IMAGE_PIXELS = None  # whole-slide exports are legitimately large
     with Image.open(path) as pil:
-        dpi = pil.info.get("dpi")
+        dpi, fmt = pil.info.get("dpi"), pil.format or path.suffix.lstrip(".").upper()
         if pil.mode == "RGBA":
             pil = pil.convert("RGB")
         elif pil.mode != "RGB":
@@ -365,11 +380,11 @@ def _plain_slide(path: Path) -> SlideInfo:
                 "it first, e.g. `PIL.Image.open(path).convert('RGB').save(new_path)`."
             )
         arr = np.asarray(pil, dtype=np.uint8)
-    mpp, source = None, f"{pil.format} files do not record a pixel size"
+    mpp, source = None, f"{fmt} files do not record a pixel size"
     if dpi and dpi[0]:
         x, y = 25400.0 / float(dpi[0]), 25400.0 / float(dpi[1] or dpi[0])
-        mpp, source = _plausible(_isotropic(x, y, f"{pil.format} dpi"), f"{pil.format} dpi")
-    return SlideInfo(path, "pillow", pil.format or "image", [arr.shape[:2]], mpp, source, [arr])
+        mpp, source = _plausible(*_isotropic(x, y, f"{fmt} dpi"))
+    return SlideInfo(path, "pillow", fmt, [arr.shape[:2]], mpp, source, [arr])
 
 
 def _open(path: Path, backend: WsiBackend, chunk: int) -> SlideInfo:
