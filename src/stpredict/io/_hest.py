@@ -41,10 +41,10 @@ from spatialdata.models import ShapesModel, TableModel
 
 from .. import _constants as C
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
-from .._core._validate import check_mpp_value, check_name, check_number
+from .._core._validate import check_int, check_mpp_value, check_name, check_number
 from .._logging import logger
 from ._utils import PathLike, check_files
-from ._wsi import read_wsi, slide_info
+from ._wsi import slide_info, slide_sdata
 
 __all__ = ["HEST_TECHNOLOGIES", "hest_files", "read_hest"]
 
@@ -357,7 +357,9 @@ def read_hest(
         )
 
     # -- elements ----------------------------------------------------------------------------------
-    sdata = read_wsi(files["wsi"], mpp=mpp, dataset_id=dataset_id, backend=backend, chunks=chunks)
+    sdata = slide_sdata(
+        info, mpp=mpp, mpp_source="given", dataset_id=dataset_id, chunks=check_int("chunks", chunks)
+    )
     n = adata.n_obs
     shapes_key = f"{dataset_id}_{C.SPOTS_KEY}"
     transformations = pixel_and_micron_transforms(dataset_id, mpp=mpp)

@@ -480,12 +480,6 @@ def read_wsi(
     >>> stpredict.tl.predict_dense(sdata, model, bins_um=[8, 16])  # doctest: +SKIP
 
     """
-    import dask.array as da
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import set_transformation
-    from spatialdata.transformations._utils import compute_coordinates
-    from xarray import DataArray, Dataset, DataTree
-
     path = Path(path)
     chunks = check_int("chunks", chunks)
     dataset_id = _default_id(path) if dataset_id is None else check_name("dataset_id", dataset_id)
@@ -499,6 +493,18 @@ def read_wsi(
         )
     else:
         mpp, mpp_source = check_mpp_value(info.mpp, f"pixel size of {path.name}"), info.mpp_source
+    return slide_sdata(info, mpp=mpp, mpp_source=mpp_source, dataset_id=dataset_id, chunks=chunks)
+
+
+def slide_sdata(info: SlideInfo, *, mpp: float, mpp_source: str, dataset_id: str, chunks: int) -> SpatialData:
+    """The SpatialData of an opened slide at a decided pixel size (what :func:`read_wsi` returns)."""
+    import dask.array as da
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import set_transformation
+    from spatialdata.transformations._utils import compute_coordinates
+    from xarray import DataArray, Dataset, DataTree
+
+    path = info.path
     transformations = pixel_and_micron_transforms(dataset_id, mpp=mpp)
     arrays = info.arrays
     if info.backend == "pillow":
