@@ -77,6 +77,17 @@ def test_multiscale_script_on_a_visium_hd_outs_folder_at_equal_steps_and_time(tm
     assert df["PCC@M"].notna().all()
 
 
+def test_predict_dense_distributed_script(tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "d.md"
+    tiny = ["--size", "1024", "--workers", "1", "--bins", "16", "--chunk-size", "128"]
+    stdout = _run("predict_dense_distributed.py", *tiny, "--out", str(out))
+    assert "| local threads |" in stdout and "| LocalCluster 1 | 1 × 1 |" in stdout
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert list(df["workers"]) == [0, 1] and (df["predict_dense_s"] > 0).all()
+    assert df["max_abs_diff"].max() < 1e-5  # float32 rounding: one torch thread per worker
+
+
 @pytest.mark.her2st
 def test_her2st_script_with_local_encoder_weights(tmp_path, her2st_dir):
     import timm
@@ -165,3 +176,21 @@ def test_her2st_ablation_script(tmp_path, her2st_dir):
     assert "| pixnet_4um_small |" in stdout
     with pytest.raises(AssertionError, match="--val must not be a training section"):
         _run("her2st_ablation.py", *args, "--val", "C2", "--out", str(out))
+
+
+def test_encoder_ratio_script_times_predict_dense_map_and_encoder(tmp_path):
+    out = tmp_path / "er.md"
+    args = ["--size", "2048", "--chunks", "256", "--genes", "5", "--repeats", "1", "--full-decoder"]
+    stdout = _run("encoder_ratio.py", *args, "--bins", "16", "--out", str(out), "--workdir", str(tmp_path))
+    assert "predict_dense / encoder" in stdout and out.read_text() in stdout
+    df = pd.read_csv(out.with_suffix(".csv"))
+    assert list(df["chunk_size"]) == [256] and (df["margin"] == 64).all()
+    cols = [
+        "encoder_s",
+        "map_s",
+        "map_full_decoder_s",
+        "predict_dense_s",
+        "map_ratio",
+        "predict_dense_cpu_ratio",
+    ]
+    assert (df[cols] > 0).all().all()

@@ -190,6 +190,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
 
     from . import tl
+    from .train._distributed import is_main_process, quiet_other_ranks
+
+    quiet_other_ranks()  # under torchrun, rank 0 alone reports
 
     sdatas = [_read_zarr(p) for p in args.zarr]
     kwargs = {
@@ -219,8 +222,9 @@ def _train(args: argparse.Namespace) -> int:
         model=args.model,
         **kwargs,
     )
-    path = model.save(args.out, overwrite=args.overwrite)
-    print(f"trained {model!r}\nsaved to {path}")
+    if is_main_process():  # under torchrun every process holds the same weights: rank 0 writes them
+        path = model.save(args.out, overwrite=args.overwrite)
+        print(f"trained {model!r}\nsaved to {path}")
     return 0
 
 
@@ -378,6 +382,7 @@ def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: s
         key_added=args.key_added,
         out_mpp=args.out_mpp,
         bins_um=args.bins,
+        bins_as=args.bins_as,
         shapes=args.shapes,
         overwrite=args.overwrite,
     )
@@ -561,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-mpp", type=float, default=2.0, help="pixel size of the dense map in µm/px")
     p.add_argument(
         "--bins", type=int, nargs="*", default=[2, 8, 16], help="square bin sizes in µm; none: no bins"
+    )
+    p.add_argument(
+        "--bins-as",
+        choices=["auto", "shapes", "labels"],
+        default="auto",
+        help="what bin tables annotate: a polygon per bin, or a bin-id raster (labels); auto: labels above "
+        "a million bins",
     )
     p.add_argument(
         "--shapes",

@@ -22,6 +22,11 @@ VISIUM_SPOTS_KEY: Final = "visium_spots"
 KEY_ADDED: Final = "pixnet"
 
 
+#: ``tl.predict_dense(bins_as="auto")``: bin tables with more bins than this annotate a bin-id raster (Labels) instead
+#: of one polygon per bin (a 6.5 × 6.5 mm Visium HD capture area has ~10.6 million 2 µm bins).
+MAX_BIN_SHAPES: Final = 1_000_000
+
+
 def square_key(bin_um: int | float) -> str:
     """Element name of square bins of side ``bin_um`` µm, as Space Ranger names them (``square_008um``)."""
     return f"square_{round(bin_um):03d}um"

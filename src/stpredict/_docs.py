@@ -115,7 +115,7 @@ chunk_size
 margin = """\
 margin
     Context added around each block (within the image) before running the network and cropped
-    afterwards, in output pixels (default ``chunk_size // 4``, rounded up to whole network strides).
+    afterwards, in output pixels (default ``min(chunk_size // 4, 128)``, rounded up to whole network strides).
     With a margin at least the network's receptive field the tiled map equals the network run once
     over the whole image."""
 

@@ -101,3 +101,81 @@ def test_covered_matches_brute_force(kind):
     np.testing.assert_array_equal(inside, brute)
     assert 0 < inside.sum() < len(pts)
     assert not covered(fp.subset(np.array([], int)), pts[:, 0], pts[:, 1]).any()
+
+
+def _grid_and_polygons(rng, n=40, angle_deg=7.0, side=3.3):
+    """The same rotated square bins as grid cells (centre + edges) and as shapely polygons."""
+    t = np.deg2rad(angle_deg)
+    edges = side * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    ij = rng.choice(64, n, replace=False)
+    centres = np.c_[ij % 8, ij // 8] @ edges.T + np.array([1.7, 2.1])
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) @ edges.T
+    polys = np.array([shapely.Polygon(c + corners) for c in centres], dtype=object)
+    return Footprints(centres, edges=edges), Footprints(centres, geometries=polys)
+
+
+def test_grid_cells_match_their_polygons():
+    """Bins as grid cells (16 bytes each) aggregate and cover exactly as the same bins as polygons."""
+    rng = np.random.default_rng(5)
+    grid, polys = _grid_and_polygons(rng)
+    shape = (21, 25)
+    for kw in ({}, {"require_inside": False, "how": "sum"}, {"coverage": "fraction", "supersample": 3}):
+        A, kept = footprint_matrix(grid, shape, **kw)
+        B, kept_p = footprint_matrix(polys, shape, **kw)
+        np.testing.assert_array_equal(kept, kept_p)
+        np.testing.assert_allclose(A.toarray(), B.toarray(), atol=1e-12)
+    np.testing.assert_allclose(grid.bounds(), polys.bounds(), atol=1e-9)
+    pts = rng.uniform(-2, 30, (4000, 2))
+    np.testing.assert_array_equal(covered(grid, *pts.T), covered(polys, *pts.T))
+    m = np.array([[0.5, 0.1, 3.0], [-0.2, 0.7, -1.0], [0, 0, 1]])
+    g2, p2 = grid.affine(m), polys.affine(m)
+    np.testing.assert_allclose(
+        footprint_matrix(g2, shape, require_inside=False)[0].toarray(),
+        footprint_matrix(p2, shape, require_inside=False)[0].toarray(),
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match="independent edge"):
+        Footprints(np.zeros((1, 2)), edges=np.zeros((2, 2)))
+
+
+def test_labels_footprints_are_the_bins_of_a_bin_id_raster():
+    """A bin-id raster (one pixel per bin) gives the same footprints as the bins drawn as polygons."""
+    import anndata as ad
+    import geopandas as gpd
+    import pandas as pd
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel, Labels2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    from stpredict._core import labels_footprints, table_footprints
+
+    img = Image2DModel.parse(np.zeros((3, 64, 80), np.uint8), dims=("c", "y", "x"))
+    raster = np.zeros((10, 12), np.int32)
+    rows, cols = np.array([1, 1, 2, 7, 9]), np.array([0, 5, 5, 11, 3])
+    raster[rows, cols] = 100 + np.arange(5)
+    to_img = Sequence([Scale([6.0, 6.0], axes=("x", "y")), Translation([2.0, 1.0], axes=("x", "y"))])
+    lab = Labels2DModel.parse(raster, dims=("y", "x"), transformations={"global": to_img})
+    boxes = gpd.GeoDataFrame(
+        geometry=shapely.box(cols * 6.0 + 2, rows * 6.0 + 1, cols * 6.0 + 8, rows * 6.0 + 7),
+        index=100 + np.arange(5),
+    )
+    s = sd.SpatialData(images={"he": img}, labels={"bins": lab}, shapes={"boxes": ShapesModel.parse(boxes)})
+    fp = labels_footprints(s, "bins", "he", instances=np.array([103, 100, 104]))
+    assert fp.is_grid
+    np.testing.assert_allclose(fp.centres, np.c_[cols[[3, 0, 4]] * 6.0 + 5, rows[[3, 0, 4]] * 6.0 + 4])
+    np.testing.assert_allclose(fp.edges, 6 * np.eye(2))
+    A, _ = footprint_matrix(fp, (64, 80))
+    ref = Footprints(fp.centres, geometries=boxes.geometry.to_numpy()[[3, 0, 4]])
+    np.testing.assert_allclose(A.toarray(), footprint_matrix(ref, (64, 80))[0].toarray())
+    # a table annotating the raster: footprints in the table's row order
+    t = ad.AnnData(obs=pd.DataFrame({"region": pd.Categorical(["bins"] * 3), "id": [104, 101, 102]}))
+    s.tables["t"] = TableModel.parse(t, region="bins", region_key="region", instance_key="id")
+    fp_t, rows_t = table_footprints(s, "t", "he")
+    np.testing.assert_array_equal(rows_t, [0, 1, 2])
+    np.testing.assert_allclose(fp_t.centres, np.c_[cols[[4, 1, 2]] * 6.0 + 5, rows[[4, 1, 2]] * 6.0 + 4])
+    with pytest.raises(ValueError, match="no pixel"):
+        labels_footprints(s, "bins", "he", instances=np.array([7]))
+    raster[0, 0] = 100  # an id on two pixels: a segmentation, not bins
+    s.labels["cells"] = Labels2DModel.parse(raster, dims=("y", "x"), transformations={"global": to_img})
+    with pytest.raises(ValueError, match="one pixel per bin"):
+        labels_footprints(s, "cells", "he")

@@ -45,3 +45,98 @@ def test_visium_hd_errors(tmp_path, outs, synthetic_small):
         stp.io.read_visium_hd(empty, dataset_id="x")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         stp.datasets.write_visium_hd_outs(synthetic_small, outs)
+
+
+@pytest.fixture(scope="module")
+def outs_2um(tmp_path_factory, synthetic_small):
+    path = tmp_path_factory.mktemp("hd2") / "outs"
+    return stp.datasets.write_visium_hd_outs(synthetic_small, path, tables=["square_002um", "square_016um"])
+
+
+@pytest.fixture(scope="module")
+def hd_labels(outs_2um):
+    return stp.io.read_visium_hd(outs_2um, dataset_id="hd", bins_as="labels")
+
+
+def test_visium_hd_bins_as_labels_match_the_shapes(outs_2um, hd_labels, synthetic_small):
+    """Bins read as a bin-id raster: same tables as spatialdata-io's, same footprints as its squares."""
+    from stpredict._core import footprint_matrix, table_footprints
+
+    shp = stp.io.read_visium_hd(outs_2um, dataset_id="hd", bins_as="shapes")
+    lab = hd_labels
+    assert set(lab.shapes) == set() and set(shp.labels) == set()
+    for name in ("square_002um", "square_016um"):
+        a, b = lab.tables[name], shp.tables[name]
+        labels_name = f"hd_{name}_labels"
+        assert labels_name in lab.labels
+        assert a.uns["spatialdata_attrs"]["region"] == labels_name
+        assert a.uns["spatialdata_attrs"]["instance_key"] == "bin_id"
+        assert list(a.obs_names) == list(b.obs_names) == list(synthetic_small.tables[name].obs_names)
+        assert list(a.var_names) == list(b.var_names)
+        np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+        np.testing.assert_array_equal(a.obsm["spatial"], b.obsm["spatial"])
+        for col in ("in_tissue", "array_row", "array_col", "location_id"):
+            np.testing.assert_array_equal(a.obs[col].to_numpy(), b.obs[col].to_numpy(), err_msg=col)
+        n_cols = lab.labels[labels_name].shape[1]
+        np.testing.assert_array_equal(a.obs["bin_id"], a.obs["array_row"] * n_cols + a.obs["array_col"] + 1)
+        assert {k: v for k, v in a.uns["stpredict"].items() if k not in ("bins_as", "labels")} == {
+            **{k: v for k, v in b.uns["stpredict"].items() if k != "bins_as"},
+            "grid_max_residual_px": pytest.approx(0.0, abs=1e-9),
+        }
+        assert (a.uns["stpredict"]["bins_as"], b.uns["stpredict"]["bins_as"]) == ("labels", "shapes")
+        assert set(get_transformation(lab.labels[labels_name], get_all=True)) == set(
+            get_transformation(shp.shapes[f"hd_{name}"], get_all=True)
+        )
+        fa, ra = table_footprints(lab, name, "hd_full_image")
+        fb, rb = table_footprints(shp, name, "hd_full_image")
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_allclose(fa.centres, fb.centres, atol=1e-6)
+        np.testing.assert_allclose(fa.centres, a.obsm["spatial"][ra], atol=1e-6)
+        assert fa.is_grid
+        # the same pixels on a coarser map grid, with partial coverage
+        half = np.diag([0.5, 0.5, 1.0])
+        Aa, ka = footprint_matrix(fa.affine(half), (416, 480), coverage="fraction")
+        Ab, kb = footprint_matrix(fb.affine(half), (416, 480), coverage="fraction")
+        assert fb.geometries is not None
+        np.testing.assert_array_equal(ka, kb)
+        assert Aa.shape == Ab.shape and Aa.nnz == Ab.nnz
+        assert abs(Aa - Ab).max() < 1e-9
+    # "auto": 2 µm bins as labels, larger ones as shapes
+    auto = stp.io.read_visium_hd(outs_2um, dataset_id="hd")
+    assert set(auto.labels) == {"hd_square_002um_labels"} and set(auto.shapes) == {"hd_square_016um"}
+    only = stp.io.read_visium_hd(outs_2um, dataset_id="hd", bin_size=2)
+    assert set(only.tables) == {"square_002um"} and "hd_full_image" in only.images
+    assert "hd_um" in get_transformation(only.labels["hd_square_002um_labels"], get_all=True)
+    with pytest.raises(ValueError, match="bins_as"):
+        stp.io.read_visium_hd(outs_2um, dataset_id="hd", bins_as="polygons")
+    with pytest.raises(ValueError, match="No bins of size"):
+        stp.io.read_visium_hd(outs_2um, dataset_id="hd", bin_size=8)
+
+
+def test_visium_hd_grid_fit_follows_a_rotated_grid():
+    from stpredict.io._visium_hd import _fit_grid
+
+    rows, cols = np.divmod(np.arange(40 * 50), 50)
+    th, side = np.deg2rad(0.3), 7.3
+    L = side * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    xy = np.c_[cols + 0.5, rows + 0.5] @ L.T + [120.0, -35.0]
+    M, res = _fit_grid(rows, cols, xy[:, 0], xy[:, 1], chunk=333)
+    np.testing.assert_allclose(M[:2, :2], L, atol=1e-9)
+    np.testing.assert_allclose(M[:2, 2], [120.0, -35.0], atol=1e-7)
+    assert res < 1e-6
+    with pytest.raises(ValueError, match="one line"):
+        _fit_grid(np.zeros(5, int), np.arange(5), np.arange(5.0), np.zeros(5))
+
+
+def test_pixnet_trains_on_visium_hd_bins_read_as_labels(hd_labels):
+    model = stp.model.PixNet(encoder="resnet18", decoder_channels=16, train_mpp=2.0, tile_size=128).train(
+        hd_labels,
+        tables="square_002um",
+        n_top_genes=3,
+        max_epochs=1,
+        steps_per_epoch=1,
+        batch_size=2,
+        progress=False,
+        seed=0,
+    )
+    assert model.history and np.isfinite(model.history[-1]["train_loss"])

@@ -141,3 +141,27 @@ def test_mask_skips_blocks_and_bad_grids_are_refused(nets):
         _engine(net, img, out_mpp=3.0)
     eng = _engine(net, img, chunk_size=50, margin=5)
     assert (eng.chunk_size, eng.margin) == (64, 32)  # whole strides
+
+
+@pytest.mark.parametrize(
+    ("map_space", "n_genes"),
+    [("log", 4), ("log", 12), ("rate", 12)],  # 12 genes > 8 decoder channels: the head after the resize
+)
+def test_decoding_only_the_block_equals_the_whole_window_cropped(map_space, n_genes):
+    """The engine decodes only a window's block (``forward_region``): the same numbers as the forward, cropped."""
+    torch.manual_seed(1)
+    net = PixNetModule(
+        n_genes, encoder=Encoder("resnet18", out_indices=(0, 1, 2)), decoder_channels=8, map_space=map_space
+    )
+    net = net.eval()
+    rng = np.random.default_rng(0)
+    for shape in [(96, 128), (75, 101)]:  # a stride multiple, and reflect padding at the far sides
+        x = torch.from_numpy(_image(shape, seed=3)).permute(2, 0, 1)[None].contiguous()
+        with torch.no_grad():
+            ref = net(x)
+            for _ in range(6):
+                y0, x0 = rng.integers(0, shape[0] - 1), rng.integers(0, shape[1] - 1)
+                y1, x1 = rng.integers(y0 + 1, shape[0] + 1), rng.integers(x0 + 1, shape[1] + 1)
+                _check(net.forward_region(x, (y0, y1, x0, x1))[0].numpy(), ref[0, :, y0:y1, x0:x1].numpy())
+    with pytest.raises(ValueError, match="not inside"):
+        net.forward_region(x, (0, 200, 0, 10))

@@ -293,3 +293,49 @@ def test_context_keeps_supervised_footprints_away_from_tile_edges(slide):
         TileSampler([sec], tile_size=96, context=48)
     model = PixNet(**SMALL).train(slide, tables="st_spots", n_top_genes=3, context=16, **FIT)
     assert model.history and np.isfinite(model.history[-1]["train_loss"])
+
+
+def test_trains_on_bins_annotating_a_bin_id_raster():
+    """A table linked to a bin-id raster (Labels, one pixel per bin) trains exactly as the same bins as polygons."""
+    import spatialdata as sd
+    from spatialdata.models import Labels2DModel, TableModel
+    from spatialdata.transformations import Scale, Sequence, Translation, get_transformation
+
+    small = stp.datasets.synthetic(
+        width_um=320, height_um=320, n_genes=5, seed=1, bins_um=(16,), st_spots=False, visium_spots=False
+    )
+    table = small.tables["square_016um"]
+    shp = small.shapes["synthetic_square_016um"].loc[table.obs["instance_id"].to_numpy()]
+    r, c = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+    b = shp.geometry.bounds.to_numpy()
+    side = float(b[0, 2] - b[0, 0])
+    ox, oy = b[0, 0] - c[0] * side, b[0, 1] - r[0] * side
+    raster = np.zeros((r.max() + 1, c.max() + 1), np.int32)
+    raster[r, c] = np.arange(1, len(r) + 1)
+    to_px = get_transformation(shp, get_all=True)
+    lab = Labels2DModel.parse(
+        raster,
+        dims=("y", "x"),
+        transformations={
+            cs: Sequence([Scale([side, side], axes=("x", "y")), Translation([ox, oy], axes=("x", "y")), t])
+            for cs, t in to_px.items()
+        },
+    )
+    t2 = table.copy()
+    t2.obs["region"] = "bins"
+    t2.obs["bin_id"] = np.arange(1, len(r) + 1)
+    del t2.uns["spatialdata_attrs"]
+    other = sd.SpatialData(
+        images={"synthetic_full_image": small["synthetic_full_image"]},
+        labels={"bins": lab},
+        tables={
+            "square_016um": TableModel.parse(t2, region="bins", region_key="region", instance_key="bin_id")
+        },
+    )
+    fit = {**FIT, "max_epochs": 1, "steps_per_epoch": 2}
+    a = PixNet(**SMALL).train(small, tables="square_016um", n_top_genes=3, **fit)
+    b_ = PixNet(**SMALL).train(other, tables="square_016um", n_top_genes=3, **fit)
+    assert a.genes == b_.genes
+    assert a.history[0]["train_loss"] == pytest.approx(b_.history[0]["train_loss"], rel=1e-6)
+    for (n, p), (_, q) in zip(a.module.state_dict().items(), b_.module.state_dict().items(), strict=True):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)

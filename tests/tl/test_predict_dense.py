@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import spatialdata as sd
 from spatialdata.models import Image2DModel
@@ -240,3 +241,76 @@ def test_visium_hd_bins_from_the_reader_and_dask_backed_tables(tmp_path, slide, 
     a = np.asarray(read_bins.X)[[b[0] for b in both]]
     b = np.asarray(pred_bins.X)[[b[1] for b in both]]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_bins_as_labels_bin_id_raster(tmp_path, fresh, model, monkeypatch):
+    """Big bin tables annotate a bin-id raster: same values as polygons, placed on the H&E, usable downstream."""
+    import scanpy as sc
+    import squidpy as sq
+
+    import stpredict._constants as C
+
+    path = tmp_path / "s.zarr"
+    fresh.write(path)
+    sdata = sd.read_zarr(path)
+    stp.tl.predict_dense(sdata, model, bins_um=(8, 16), progress=False)  # small tables: polygons
+    assert {"pixnet_square_008um_shapes", "pixnet_square_016um_shapes"} <= set(sdata.shapes)
+    ref = sdata.tables["pixnet_square_008um"].copy()
+    monkeypatch.setattr(C, "MAX_BIN_SHAPES", 1000)  # 8 µm: ~3300 bins -> labels; 16 µm: ~850 -> shapes
+    with pytest.raises(ValueError, match="already exist"):
+        stp.tl.predict_dense(sdata, model, bins_um=(8, 16), progress=False)
+    stp.tl.predict_dense(sdata, model, bins_um=(8, 16), max_in_memory=0, overwrite=True, progress=False)
+    # the representation switched; the polygons it replaces are gone from memory and from the store
+    back = sd.read_zarr(path)
+    for s in (sdata, back):
+        assert "pixnet_square_008um_labels" in s.labels and "pixnet_square_008um_shapes" not in s.shapes
+        assert "pixnet_square_016um_shapes" in s.shapes and "pixnet_square_016um_labels" not in s.labels
+    t8 = back.tables["pixnet_square_008um"]
+    assert t8.uns["spatialdata_attrs"]["region"] == "pixnet_square_008um_labels"
+    import dask.array as da
+
+    lazy = stp.io.read_table(path, "pixnet_square_008um")  # X stays on disk
+    assert isinstance(lazy.X, da.Array) and list(lazy.obs_names) == list(t8.obs_names)
+    np.testing.assert_array_equal(lazy.X.compute(), np.asarray(t8.X))
+    assert lazy.uns["spatialdata_attrs"] == t8.uns["spatialdata_attrs"]
+    with pytest.raises(KeyError, match="its tables"):
+        stp.io.read_table(path, "nope")
+    assert t8.uns["stpredict"]["footprint"] == {
+        "kind": "square bins", "bin_um": 8, "labels": "pixnet_square_008um_labels", "n_bins": t8.n_obs
+    }  # fmt: skip
+    # the same values, bin for bin (row/col), as the polygons' table
+    key = lambda t: [f"{r}_{c}" for r, c in zip(t.obs["array_row"], t.obs["array_col"], strict=True)]  # noqa: E731
+    assert list(t8.obs_names) == key(t8)
+    np.testing.assert_allclose(
+        np.asarray(t8.X), pd.DataFrame(ref.X, index=key(ref)).loc[key(t8)].to_numpy(), rtol=1e-6, atol=1e-6
+    )
+    # the raster: one pixel per bin, its id = instance_id, placed so each bin's centre lands on obsm["spatial"]
+    lab = back.labels["pixnet_square_008um_labels"]
+    v = lab.values
+    Wk = v.shape[1]
+    ids = t8.obs["instance_id"].to_numpy()
+    np.testing.assert_array_equal(ids, t8.obs["array_row"] * Wk + t8.obs["array_col"] + 1)
+    np.testing.assert_array_equal(v[t8.obs["array_row"], t8.obs["array_col"]], ids)
+    assert (v > 0).sum() == t8.n_obs
+    m = get_transformation(lab, "synthetic").to_affine_matrix(("x", "y"), ("x", "y"))
+    centres = (m @ np.c_[t8.obs["array_col"] + 0.5, t8.obs["array_row"] + 0.5, np.ones(t8.n_obs)].T)[:2].T
+    np.testing.assert_allclose(centres, t8.obsm["spatial"])
+    # downstream: spatialdata's rasterize_bins, scanpy, squidpy grid neighbours, spatialdata-plot render_labels
+    img = sd.rasterize_bins(back, "pixnet_square_008um_labels", "pixnet_square_008um", "array_col", "array_row",
+                            value_key=[model.genes[0]])  # fmt: skip
+    assert img.shape[0] == 1 and np.isfinite(np.asarray(img)).all()
+    sc.pp.neighbors(t8, n_neighbors=8, use_rep="X")
+    sq.gr.spatial_neighbors(t8, coord_type="grid", n_neighs=4)
+    assert np.median(np.asarray(t8.obsp["spatial_connectivities"].sum(1)).ravel()) == 4
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import spatialdata_plot  # noqa: F401
+
+    fig, ax = plt.subplots()
+    back.pl.render_labels(
+        "pixnet_square_008um_labels", color=model.genes[0], table_name="pixnet_square_008um"
+    ).pl.show(ax=ax, coordinate_systems="synthetic")
+    assert len(ax.get_images()) >= 1
+    plt.close(fig)

@@ -12,8 +12,10 @@ Membership is exact: a pixel belongs to a footprint when its centre lies inside
 row. Footprints not entirely inside the map can be excluded (:func:`footprint_matrix` returns which
 were kept), so training never fits a spot to a truncated footprint.
 
-Footprints come from SpatialData shapes (:func:`shapes_footprints`, :func:`table_footprints`) through
-a coordinate system the shapes share with the image (a micron system first). :func:`covered` is the one
+Footprints come from SpatialData shapes (:func:`shapes_footprints`, :func:`table_footprints`) or from a bin-id
+raster (a Labels element with one pixel per bin, :func:`labels_footprints`: the bins are then *grid cells*, a
+centre and the two edge vectors every bin shares, never one polygon per bin) through a coordinate system the
+element shares with the image (a micron system first). :func:`covered` is the one
 "is this point inside these shapes" check (footprint centres in selected tiles, map pixels in tiles).
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from anndata import AnnData
 from scipy import sparse
@@ -31,6 +34,7 @@ from spatialdata import SpatialData
 from spatialdata.transformations import get_transformation
 
 from .._types import Aggregation, Coverage, check_choice
+from ._image import full_resolution
 from ._mpp import is_micron_cs
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "covered",
     "footprint_diameters",
     "footprint_matrix",
+    "labels_footprints",
     "shapes_footprints",
     "table_footprints",
     "tiles_cover",
@@ -47,18 +52,28 @@ __all__ = [
 
 @dataclass
 class Footprints:
-    """Footprints in map pixel coordinates: disks (``centres`` + ``radii``) or polygons (``geometries``)."""
+    """Footprints in map pixel coordinates: disks, polygons or the cells of a grid.
+
+    Disks are ``centres`` + ``radii``; polygons are shapely ``geometries``; grid cells are ``centres`` + ``edges``,
+    the 2 × 2 matrix whose columns are the two edge vectors every cell shares (parallelograms, e.g. slightly
+    rotated square bins, at 16 bytes per cell).
+    """
 
     centres: np.ndarray  # (n, 2) x, y
     radii: np.ndarray | None = None  # (n,) for disks
-    geometries: np.ndarray | None = None  # shapely polygons, for non-disks
+    geometries: np.ndarray | None = None  # shapely polygons
+    edges: np.ndarray | None = None  # (2, 2) columns: edge vectors of every grid cell
 
     def __post_init__(self) -> None:
         self.centres = np.asarray(self.centres, dtype=float).reshape(-1, 2)
-        if (self.radii is None) == (self.geometries is None):
-            raise ValueError("Give either radii (disks) or geometries (polygons).")
+        if sum(v is not None for v in (self.radii, self.geometries, self.edges)) != 1:
+            raise ValueError("Give either radii (disks), geometries (polygons) or edges (grid cells).")
         if self.radii is not None:
             self.radii = np.broadcast_to(np.asarray(self.radii, dtype=float), (len(self.centres),)).copy()
+        if self.edges is not None:
+            self.edges = np.asarray(self.edges, dtype=float).reshape(2, 2)
+            if abs(np.linalg.det(self.edges)) < 1e-12:
+                raise ValueError(f"Grid cells need two independent edge vectors, got {self.edges.tolist()}.")
 
     def __len__(self) -> int:
         return len(self.centres)
@@ -67,16 +82,30 @@ class Footprints:
     def is_disk(self) -> bool:
         return self.radii is not None
 
+    @property
+    def is_grid(self) -> bool:
+        return self.edges is not None
+
+    @property
+    def kind(self) -> str:
+        """``"disk"``, ``"grid"`` or ``"polygon"``."""
+        return "disk" if self.is_disk else "grid" if self.is_grid else "polygon"
+
     def bounds(self) -> np.ndarray:
         """``(n, 4)`` xmin, ymin, xmax, ymax."""
         if self.is_disk:
             r = self.radii[:, None]
             return np.hstack([self.centres - r, self.centres + r])
+        if self.is_grid:
+            half = 0.5 * np.abs(self.edges).sum(1)  # x and y half-extent of one cell
+            return np.hstack([self.centres - half, self.centres + half])
         return shapely.bounds(self.geometries)
 
     def subset(self, idx: np.ndarray) -> Footprints:
         if self.is_disk:
             return Footprints(self.centres[idx], radii=self.radii[idx])
+        if self.is_grid:
+            return Footprints(self.centres[idx], edges=self.edges)
         return Footprints(self.centres[idx], geometries=self.geometries[idx])
 
     def affine(self, matrix: np.ndarray) -> Footprints:
@@ -85,6 +114,8 @@ class Footprints:
         c = self.centres @ m[:2, :2].T + m[:2, 2]
         if self.is_disk:
             return Footprints(c, radii=self.radii * np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+        if self.is_grid:
+            return Footprints(c, edges=m[:2, :2] @ self.edges)
         geoms = shapely.transform(self.geometries, lambda p: p @ m[:2, :2].T + m[:2, 2])
         return Footprints(c, geometries=geoms)
 
@@ -116,7 +147,20 @@ def _inside(fp: Footprints, fid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np
     if fp.is_disk:
         c = fp.centres[fid]
         return (x - c[:, 0]) ** 2 + (y - c[:, 1]) ** 2 <= fp.radii[fid] ** 2
+    if fp.is_grid:
+        return _in_cell(fp.edges, x - fp.centres[fid, 0], y - fp.centres[fid, 1])
     return shapely.contains_xy(fp.geometries[fid], x, y)
+
+
+def _in_cell(edges: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Whether offsets ``(dx, dy)`` from a cell's centre lie in it.
+
+    Cell coordinates in ``[-1/2, 1/2)``: half-open, so neighbouring cells of a grid never share a point.
+    """
+    inv = np.linalg.inv(edges)
+    u = inv[0, 0] * dx + inv[0, 1] * dy
+    v = inv[1, 0] * dx + inv[1, 1] * dy
+    return (u >= -0.5) & (u < 0.5) & (v >= -0.5) & (v < 0.5)
 
 
 def footprint_matrix(
@@ -196,15 +240,15 @@ def footprint_diameters(fp: Footprints) -> np.ndarray:
 class Cover:
     """Which points lie inside at least one footprint (the membership rule of :func:`footprint_matrix`).
 
-    Prepared once (a k-d tree of disk centres, or the prepared union of polygons) for many queries.
-    Disks include their boundary; polygons do not (``shapely.contains_xy``).
+    Prepared once (a k-d tree of disk or grid-cell centres, or the prepared union of polygons) for many queries.
+    Disks include their boundary; polygons do not (``shapely.contains_xy``); grid cells are half-open.
     """
 
     def __init__(self, fp: Footprints) -> None:
         self.fp = fp
         self._tree = None
         self._union = None
-        if len(fp) and fp.is_disk:
+        if len(fp) and (fp.is_disk or fp.is_grid):
             self._tree = cKDTree(fp.centres)
         elif len(fp):
             self._union = shapely.union_all(fp.geometries)
@@ -219,13 +263,18 @@ class Cover:
             return out
         fp = self.fp
         pts = np.c_[x, y]
-        cand = self._tree.query_ball_point(pts, float(fp.radii.max()), return_sorted=False)
+        if fp.is_grid:  # half the longer diagonal reaches every point of a cell
+            reach = 0.5 * max(
+                np.linalg.norm(fp.edges.sum(1)), np.linalg.norm(fp.edges[:, 0] - fp.edges[:, 1])
+            )
+        else:
+            reach = float(fp.radii.max())
+        cand = self._tree.query_ball_point(pts, reach * (1 + 1e-9), return_sorted=False)
         lens = np.fromiter((len(c) for c in cand), int, len(cand))
         if lens.sum():
             pid = np.repeat(np.arange(len(cand)), lens)
             fid = np.concatenate([np.asarray(c, int) for c in cand if len(c)])
-            d2 = ((pts[pid] - fp.centres[fid]) ** 2).sum(1)
-            out[pid[d2 <= fp.radii[fid] ** 2]] = True
+            out[pid[_inside(fp, fid, pts[pid, 0], pts[pid, 1])]] = True
         return out
 
 
@@ -280,6 +329,58 @@ def shapes_footprints(
     return fp.affine(M)
 
 
+def _to_image(sdata: SpatialData, element: Any, key: str, image_key: str, what: str) -> np.ndarray:
+    """The 3×3 affine from an element's intrinsic coordinates to the image's full-resolution pixels."""
+    img_ts = get_transformation(sdata.images[image_key], get_all=True)
+    el_ts = get_transformation(element, get_all=True)
+    common = sorted((cs for cs in el_ts if cs in img_ts), key=lambda cs: not is_micron_cs(cs))
+    if not common:
+        raise ValueError(
+            f"{what} {key!r} and image {image_key!r} share no coordinate system ({what.lower()}: {sorted(el_ts)}, "
+            f"image: {sorted(img_ts)}); they cannot be aligned."
+        )
+    return np.linalg.inv(_affine(img_ts[common[0]])) @ _affine(el_ts[common[0]])
+
+
+def labels_footprints(
+    sdata: SpatialData, labels_key: str, image_key: str, instances: np.ndarray | None = None
+) -> Footprints:
+    """Bins of a bin-id raster as grid cells in the full-resolution pixel grid of an image.
+
+    The raster has one pixel per bin, as :func:`spatialdata.rasterize_bins` and
+    ``tl.predict_dense(bins_as="labels")`` make it.
+
+    ``instances`` selects and orders bins by id (default: every non-zero id, in raster order). A raster whose ids
+    cover more than one pixel (cell segmentations) is refused: its footprints are not bins.
+    """
+    if labels_key not in sdata.labels:
+        raise KeyError(f"Labels {labels_key!r} not found; available labels: {list(sdata.labels)}.")
+    if image_key not in sdata.images:
+        raise KeyError(f"Image {image_key!r} not found; available images: {list(sdata.images)}.")
+    el = sdata.labels[labels_key]
+    M = _to_image(sdata, el, labels_key, image_key, "Labels")
+    raster = np.asarray(full_resolution(el).data)
+    r, c = np.nonzero(raster)
+    ids = raster[r, c]
+    del raster
+    index = pd.Index(ids)
+    if not index.is_unique:
+        raise ValueError(
+            f"Labels {labels_key!r} have ids covering several pixels (e.g. {ids[index.duplicated()][:3].tolist()}): "
+            "only bin-id rasters with one pixel per bin (spatialdata.rasterize_bins, "
+            "tl.predict_dense(bins_as='labels')) can be footprints."
+        )
+    if instances is not None:
+        pos = index.get_indexer(np.asarray(instances))
+        if (pos < 0).any():
+            missing = np.asarray(instances)[pos < 0]
+            raise ValueError(
+                f"{int(missing.size)} instance(s) have no pixel in {labels_key!r} (e.g. {missing[:5].tolist()})."
+            )
+        r, c = r[pos], c[pos]
+    return Footprints(np.c_[c + 0.5, r + 0.5], edges=np.eye(2)).affine(M)
+
+
 def describe_shapes(sdata: SpatialData, shapes_key: str, image_key: str, mpp: float) -> dict[str, Any]:
     """The footprints of a shapes element in words and numbers (for the records of prediction tables).
 
@@ -330,8 +431,11 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
         )
     parts, rows = [], []
     for reg in regions:
-        if reg not in sdata.shapes:
-            raise ValueError(f"Table {table_name!r} annotates {reg!r}, which is not a shapes element.")
+        if reg not in sdata.shapes and reg not in sdata.labels:
+            raise ValueError(
+                f"Table {table_name!r} annotates {reg!r}, which is neither a shapes element nor a labels element "
+                "(bin-id raster) of this SpatialData."
+            )
         mask = (
             (table.obs[region_key] == reg).to_numpy()
             if region_key in table.obs
@@ -339,16 +443,26 @@ def table_footprints(sdata: SpatialData, table_name: str, image_key: str) -> tup
         )
         ids = table.obs.loc[mask, instance_key].to_numpy()
         try:
-            parts.append(shapes_footprints(sdata, reg, image_key, instances=ids))
+            if reg in sdata.labels:
+                parts.append(labels_footprints(sdata, reg, image_key, instances=ids))
+            else:
+                parts.append(shapes_footprints(sdata, reg, image_key, instances=ids))
         except ValueError as exc:
             raise ValueError(f"Table {table_name!r}: {exc}") from exc
         rows.append(np.nonzero(mask)[0])
     if len(parts) == 1:
         return parts[0], rows[0]
-    if len({f.is_disk for f in parts}) > 1:
-        raise ValueError(f"Table {table_name!r} mixes circles and polygons across regions; split it.")
+    if len({f.kind for f in parts}) > 1 or (
+        parts[0].is_grid and any(not np.allclose(f.edges, parts[0].edges) for f in parts)
+    ):
+        raise ValueError(
+            f"Table {table_name!r} mixes footprint kinds (circles, polygons, bins of different grids) across "
+            "regions; split it."
+        )
     centres = np.vstack([f.centres for f in parts])
-    if parts[0].is_disk:
+    if parts[0].is_grid:
+        fp = Footprints(centres, edges=parts[0].edges)
+    elif parts[0].is_disk:
         fp = Footprints(centres, radii=np.concatenate([f.radii for f in parts]))
     else:
         fp = Footprints(centres, geometries=np.concatenate([f.geometries for f in parts]))

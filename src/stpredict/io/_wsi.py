@@ -133,6 +133,35 @@ def _isotropic(x: float, y: float, source: str) -> tuple[float | None, str]:
 # --- tifffile ---------------------------------------------------------------------------------
 
 
+class _TiffLevel:
+    """A level of a TIFF series as tifffile's zarr array that pickles: the file is reopened where it is unpickled.
+
+    tifffile's ``aszarr`` store holds an open file handle, so a dask array made from it directly cannot be sent to
+    the worker processes of a ``dask.distributed`` cluster (which need the file at the same path).
+    """
+
+    def __init__(self, path: Path, series: int, level: int, array: Any = None) -> None:
+        self.path, self.series, self.level = Path(path).resolve(), series, level
+        self._array = array
+        z = self._open()
+        self.shape, self.dtype, self.ndim, self.chunks = z.shape, z.dtype, z.ndim, z.chunks
+
+    def _open(self) -> Any:
+        if self._array is None:
+            import tifffile
+            import zarr
+
+            tf = tifffile.TiffFile(self.path)
+            self._array = zarr.open(tf.series[self.series].aszarr(level=self.level), mode="r")
+        return self._array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._open()[key]
+
+
 def _ome_mpp(xml: str, image: int = 0) -> tuple[float | None, str]:
     try:
         root = ET.fromstring(xml)
@@ -272,6 +301,7 @@ def _tiff_slide(path: Path) -> SlideInfo:
             f"{', '.join(chosen.axes[i] for i in found[0])} is read."
         )
     token = f"{path.resolve()}-{path.stat().st_mtime_ns}"
+    si_all = {id(series): i for i, series in enumerate(tf.series)}
     arrays, levels = [], []
     for series, li, (others, c, y, x) in keep:
         level = series.levels[li]
@@ -282,7 +312,7 @@ def _tiff_slide(path: Path) -> SlideInfo:
                 f"{str(path)!r} stores {dtype} pixels; stpredict expects 8-bit RGB H&E (uint8). Convert the slide "
                 "to 8 bits first."
             )
-        z = zarr.open(series.aszarr(level=li), mode="r")
+        z = _TiffLevel(path, si_all[id(series)], li, zarr.open(series.aszarr(level=li), mode="r"))
         # a name of its own: spatialdata takes "original-from-zarr" arrays for elements of a zarr store on disk
         arr = da.from_array(z, chunks=z.chunks, name=f"read-wsi-{tokenize(token, series.index, li)}")
         arr = arr[tuple(0 if i in others else slice(None) for i in range(arr.ndim))]

@@ -16,7 +16,11 @@ An image smaller than a block plus its margins is one window: exactly one pass o
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -58,6 +62,12 @@ def _ratio(out_mpp: float, train_mpp: float) -> tuple[int, int]:
     )
 
 
+#: Largest default context margin (output pixels): that of the default blocks of 512. A margin is context for the
+#: network, whose reach does not grow with the block; past it only the encoder's cost would (benchmarks/README.md,
+#: "predict_dense vs the encoder alone").
+_MAX_DEFAULT_MARGIN = 128
+
+
 def _chunks(n: int, size: int) -> tuple[int, ...]:
     full, rest = divmod(n, size)
     return (size,) * full + ((rest,) if rest else ())
@@ -81,7 +91,9 @@ class DenseEngine:
     chunk_size
         Block side in output pixels (rounded to whole strides).
     margin
-        Context per side in output pixels (default ``chunk_size // 4``; rounded up to whole strides).
+        Context per side in output pixels (default ``min(chunk_size // 4, 128)``: the context of the default
+        blocks of 512, which bigger blocks keep instead of paying a margin that grows with them; rounded up to
+        whole strides).
     n_genes
         Output channels (default: ``module.n_genes``).
 
@@ -115,7 +127,7 @@ class DenseEngine:
         while (unit * self.down) % (stride * self.up):
             unit += 1
         self.unit = unit
-        margin = chunk_size // 4 if margin is None else int(margin)
+        margin = min(chunk_size // 4, _MAX_DEFAULT_MARGIN) if margin is None else int(margin)
         if chunk_size < 1 or margin < 0:
             raise ValueError(
                 f"chunk_size must be positive and margin non-negative; got {chunk_size}, {margin}."
@@ -123,14 +135,19 @@ class DenseEngine:
         self.chunk_size = max(unit, round(chunk_size / unit) * unit)
         self.margin = int(math.ceil(margin / unit) * unit)
         self.device = torch.device("cpu")
+        # the device asked for in `running`: an engine unpickled on a dask worker resolves it there
+        self._requested: str | None = None
 
     @contextmanager
     def running(self, device: str | torch.device | None = None) -> Iterator[DenseEngine]:
         """Move the network to ``device`` in eval mode for the duration; back to the CPU afterwards."""
         self.device = settings.resolve_device(device) if not isinstance(device, torch.device) else device
+        self._requested = settings.device if device is None else str(device)
         self.module.to(self.device).eval()
         try:
-            yield self
+            with warnings.catch_warnings():  # the weights are one key of the graph on purpose (`to_dask`)
+                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+                yield self
         finally:
             self.module.cpu()
             self.device = torch.device("cpu")
@@ -149,12 +166,22 @@ class DenseEngine:
         span_y, span_x = h_in * up / down, w_in * up / down  # the window in output pixels (>= wy1 - wy0)
         img = self.pyramid.read((wx0 * f, wy0 * f, (wx0 + span_x) * f, (wy0 + span_y) * f), (h_in, w_in))
         x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous().to(self.device)
-        g = self.module(x)
-        if down > 1:
-            g = F.avg_pool2d(g, down)
-        elif up > 1:
-            g = F.interpolate(g, size=(h_in * up, w_in * up), mode="bilinear", align_corners=False)
+        # the block in model pixels of the window (with one more pixel where a bilinear upsampling reads it)
         oy, ox = y0 - wy0, x0 - wx0
+        if up > 1:
+            ry = (max(0, oy // up - 1), min(h_in, -(-(oy + y1 - y0) // up) + 1))
+            rx = (max(0, ox // up - 1), min(w_in, -(-(ox + x1 - x0) // up) + 1))
+        else:
+            ry, rx = (oy * down, (oy + y1 - y0) * down), (ox * down, (ox + x1 - x0) * down)
+        region = getattr(self.module, "forward_region", None)  # the decoder only where the block needs it
+        g = region(x, (*ry, *rx)) if region is not None else self.module(x)[..., ry[0] : ry[1], rx[0] : rx[1]]
+        if up > 1:
+            size = ((ry[1] - ry[0]) * up, (rx[1] - rx[0]) * up)
+            g = F.interpolate(g, size=size, mode="bilinear", align_corners=False)
+            oy, ox = oy - ry[0] * up, ox - rx[0] * up
+        else:
+            g = F.avg_pool2d(g, down) if down > 1 else g
+            oy, ox = 0, 0
         return g[0, :, oy : oy + (y1 - y0), ox : ox + (x1 - x0)].float().cpu().numpy()
 
     def to_dask(self, mask: np.ndarray | None = None) -> da.Array:
@@ -167,19 +194,59 @@ class DenseEngine:
         if mask is not None and mask.shape != (Hd, Wd):
             raise ValueError(f"mask has shape {mask.shape}; the map is {(Hd, Wd)}.")
 
-        def block(block_info=None):
-            (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-            if mask is not None and not mask[y0:y1, x0:x1].any():
-                return np.zeros((self.n_genes, y1 - y0, x1 - x0), np.float32)
-            return self.block(y0, y1, x0, x1)
-
+        ys, xs = _chunks(Hd, self.chunk_size), _chunks(Wd, self.chunk_size)
+        active = None
+        if mask is not None:  # one flag per block: the tasks carry this, not the mask
+            ey, ex = np.cumsum((0, *ys)), np.cumsum((0, *xs))
+            active = np.logical_or.reduceat(np.logical_or.reduceat(mask, ey[:-1], axis=0), ex[:-1], axis=1)
+        token = uuid.uuid4().hex  # no tokenising: it would pickle the network's weights
+        # the engine is one key of the graph that every block depends on: a distributed scheduler ships it (and
+        # the network's weights) once to each worker that runs blocks, not once per task
+        engine = dask.delayed(self, name=f"stpredict-engine-{token}", traverse=False)
         return da.map_blocks(
-            block,
-            name=f"stpredict-dense-{uuid.uuid4().hex}",  # no tokenising: it would pickle the network's weights
+            _engine_block,
+            engine,
+            active=active,
+            name=f"stpredict-dense-{token}",
             dtype=np.float32,
-            chunks=((self.n_genes,), _chunks(Hd, self.chunk_size), _chunks(Wd, self.chunk_size)),
+            chunks=((self.n_genes,), ys, xs),
             meta=np.empty((0, 0, 0), np.float32),
         )
+
+    # --- pickling, for dask.distributed workers ---------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_module_bytes")}
+        state["_pickled_in"] = os.getpid()
+        p = next(iter(self.module.state_dict().values()), None)
+        if p is not None and p.device.type != "cpu":  # e.g. on the client's GPU: unpickles on a worker's CPU
+            buf = io.BytesIO()
+            torch.save(self.module, buf)
+            state["module"], state["_module_bytes"] = None, buf.getvalue()
+        state["device"] = torch.device("cpu")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        module_bytes = state.pop("_module_bytes", None)
+        self.__dict__.update(state)
+        if module_bytes is not None:
+            self.module = torch.load(io.BytesIO(module_bytes), map_location="cpu", weights_only=False)
+        self._lock = threading.Lock()
+        self._ready = False  # set up on first use, in the process that runs blocks (not on the scheduler)
+
+    def _setup_copy(self) -> None:
+        """Set up an unpickled engine (a worker's copy) once: eval mode, the worker's device, torch threads.
+
+        ``running(device)`` acted on the client's module only. The worker resolves the same request itself (so
+        ``"auto"`` and ``"cuda"`` mean its own GPU, e.g. the one dask-cuda or the batch system gave it).
+        """
+        with self._lock:
+            if self._ready:
+                return
+            requested = self._requested or "auto"
+            device = settings.resolve_device("auto" if requested == "auto" else torch.device(requested).type)
+            self.module.to(device).eval()
+            self.device = device
+            self._ready = True
 
     def compute(self, mask: np.ndarray | None = None) -> np.ndarray:
         """The whole map in memory, block by block (one block at a time)."""
@@ -191,6 +258,38 @@ class DenseEngine:
                 if mask is None or mask[y0:y1, x0:x1].any():
                     out[:, y0:y1, x0:x1] = self.block(y0, y1, x0, x1)
         return out
+
+
+def _in_dask_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _engine_block(engine: DenseEngine, block_info: dict | None = None, active: np.ndarray | None = None):
+    """One block of :meth:`DenseEngine.to_dask` (a module-level function, so that it pickles by reference)."""
+    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    _, i, j = block_info[None]["chunk-location"]
+    if active is not None and not active[i, j]:
+        return np.zeros((engine.n_genes, y1 - y0, x1 - x0), np.float32)
+    if not getattr(engine, "_ready", True):
+        engine._setup_copy()
+    if getattr(engine, "_pickled_in", os.getpid()) != os.getpid():
+        # a worker process: torch with OMP_NUM_THREADS threads (1 under a dask nanny), so that each worker thread
+        # runs one block on one core; set in every thread (an OpenMP thread count is per calling thread)
+        n = max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    if _in_dask_worker():  # read the window here: a dask read inside a task would go back to the cluster
+        with dask.config.set(scheduler="synchronous"):
+            return engine.block(y0, y1, x0, x1)
+    return engine.block(y0, y1, x0, x1)
 
 
 #: Default block side of the in-memory methods (``predict``, ``predict_footprints``, ``predict_shapes``): the

@@ -122,6 +122,7 @@ class PixNet(DenseModel, TrainedModel):
     module_args = ("encoder", "decoder_channels", "expansion", "out_activation", "map_space")
     train_options = PixNetTrainOptions
     default_batch_size = 4
+    supports_distributed = True
     presets: ClassVar[dict[str, Preset]] = {
         "paper": Preset(
             {"pretrained": True, "decoder_channels": 512, "train_mpp": 1.0, "tile_size": 384},
@@ -231,6 +232,7 @@ class PixNet(DenseModel, TrainedModel):
             seed=run.seed,
             device=run.device,
             progress=run.progress,
+            dist=run.dist,
         )
         if not self.history:
             y = np.vstack([y for sec in train for y in sec.targets])

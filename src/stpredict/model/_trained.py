@@ -15,6 +15,7 @@ from .._core._validate import check_int, check_number
 from .._settings import settings
 from .._types import LRSchedule, check_choice
 from ..train import TrainingPlan, fit
+from ..train._distributed import Distributed, distributed_from_env
 from ..train._loop import check_ema
 from ._base import BaseModel
 
@@ -44,6 +45,7 @@ class TrainingRun:
     progress: bool
     options: Any
     names: list[str]
+    dist: Distributed | None = None
 
     def tiles_for(self, i: int) -> str | None:
         """The tiles that restrict section ``i``'s footprints: only training sections are restricted."""
@@ -59,6 +61,8 @@ class TrainedModel(BaseModel):
 
     #: Dataclass of the model-specific arguments of :meth:`train` (``**options``).
     train_options: ClassVar[type] = NoTrainOptions
+    #: Whether the training plan shares a global batch out over ``torchrun`` processes (``TrainingRun.dist``).
+    supports_distributed: ClassVar[bool] = False
 
     def _training_plan(self, run: TrainingRun) -> TrainingPlan:  # pragma: no cover - abstract
         """The plan (:class:`stpredict.train.TrainingPlan`) that trains :attr:`module` on ``run``."""
@@ -103,6 +107,7 @@ class TrainedModel(BaseModel):
         seed: int | None = None,
         device: str | None = None,
         progress: bool | None = None,
+        distributed: bool | None = None,
         **options: Any,
     ) -> Self:
         """Train on one or several sections with sparse supervision at measured footprints.
@@ -122,6 +127,12 @@ class TrainedModel(BaseModel):
         {seed}
         {device}
         {progress}
+        distributed
+            Data-parallel training over the processes of a ``torchrun`` launch (see :doc:`/distributed`):
+            ``None`` (default) when launched with more than one process, ``True`` to require it,
+            ``False`` to train alone in each process. Each step's ``batch_size`` tiles are the global
+            batch, shared out over the processes; the result is one process's up to floating-point
+            order, and every process ends with the same weights (save them from rank 0 only).
         **options
             Model-specific training arguments, the fields of the class's ``train_options``
             (:class:`PixNet`: ``max_footprints_per_tile``, ``coverage``, ``feature_cache_size``).
@@ -156,11 +167,20 @@ class TrainedModel(BaseModel):
             raise TypeError(f"`augment` must be True or False, got {augment!r}.")
         if patience is not None:
             patience = check_int("patience", patience)
+        dev = settings.resolve_device(device)
+        dist = distributed_from_env(distributed, dev)
+        if dist is not None:
+            if not self.supports_distributed:
+                raise NotImplementedError(
+                    f"{type(self).__name__} does not train data-parallel yet (PixNet does); under torchrun pass "
+                    "distributed=False to train one independent copy per process."
+                )
+            dev = dist.device
+            progress = progress and dist.is_main
         torch.manual_seed(seed)  # the module is built (randomly initialised) from this seed
         sdatas, tables, keys, train_idx, val_idx, names = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
-        dev = settings.resolve_device(device)
         plan = self._training_plan(
             TrainingRun(
                 sdatas,
@@ -177,6 +197,7 @@ class TrainedModel(BaseModel):
                 progress,
                 opts,
                 names,
+                dist,
             )
         )
         self.training_params = {
@@ -210,6 +231,7 @@ class TrainedModel(BaseModel):
             lr_schedule=lr_schedule,
             patience=patience,
             progress=progress,
+            dist=dist,
             desc=f"training {type(self).__name__} on {', '.join(names[i] for i in train_idx)}",
         )
         self._after_fit(plan)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -195,6 +196,79 @@ class PixNetModule(nn.Module):
         if out_size is not None and tuple(out_size) != (h, w):
             g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
         return g
+
+    def forward_region(self, images: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        """``self(images)[..., y0:y1, x0:x1]`` for ``region = (y0, y1, x0, x1)``, decoded only where it is needed.
+
+        The encoder sees the whole input (the context); the decoder stages, the head and the final resize run
+        only over the region plus the pixels their 3×3 convolutions and the bilinear resize reach (one pixel of
+        each stage's grid), so a window's context margin costs encoder time only. The same numbers as
+        :meth:`forward` cropped (up to float rounding): every decoder operation is local, and at a crop's edge
+        only pixels that are cropped away see the convolutions' zero padding. Used by the dense engine
+        (:class:`stpredict.model.DenseEngine`), which keeps the block of a window without its margin.
+        """
+        h, w = images.shape[-2:]
+        y0, y1, x0, x1 = (int(v) for v in region)
+        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise ValueError(f"region {region} is not inside the {h} x {w} input.")
+        feats, (H, W) = self.encoder.pyramid(images)
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        h0, w0 = sizes[0]
+        r = H // h0
+        # the shortcut needs the grids the full forward has: each level twice the next, the input r times the finest
+        if (
+            len(sizes) != len(self.stages) + 1
+            or (h0 * r, w0 * r) != (H, W)
+            or any((2 * a, 2 * b) != fine for fine, (a, b) in pairwise(sizes))
+        ):
+            return self.decode(feats, (H, W))[..., y0:y1, x0:x1]
+
+        def grow(span: tuple[int, int], by: int, n: int) -> tuple[int, int]:
+            return max(0, span[0] - by), min(n, span[1] + by)
+
+        # regions (rows, cols) of each decoder level, finest first: what the resize, then each stage, needs
+        out = [(grow((y0 // r, -(-y1 // r)), 1, h0), grow((x0 // r, -(-x1 // r)), 1, w0))]
+        inner = []  # the region a stage computes its 3x3 convolution over (its output region, one pixel more)
+        for level in range(len(self.stages)):
+            (ry, rx), (n_y, n_x) = out[level], sizes[level]
+            ey, ex = grow(ry, 1, n_y), grow(rx, 1, n_x)
+            inner.append((ey, ex))
+            out.append(((ey[0] // 2, -(-ey[1] // 2)), (ex[0] // 2, -(-ex[1] // 2))))
+
+        def crop(
+            t: torch.Tensor, ys: tuple[int, int], xs: tuple[int, int], oy: int = 0, ox: int = 0
+        ) -> torch.Tensor:
+            return t[..., ys[0] - oy : ys[1] - oy, xs[0] - ox : xs[1] - ox]
+
+        top = len(self.stages)
+        d = crop(self.bottom(feats[top]), *out[top])
+        for stage, level in zip(self.stages, range(top - 1, -1, -1), strict=True):
+            (ey, ex), (py, px) = (
+                inner[level],
+                out[level + 1],
+            )  # py, px: the region d covers, one level coarser
+            up = crop(stage.dconv(d), ey, ex, 2 * py[0], 2 * px[0])
+            d = stage.dffn(up + stage.delta * stage.proj(crop(feats[level], ey, ex)))
+            d = crop(d, *out[level], ey[0], ex[0])
+        (ry, rx) = out[0]
+        size = ((ry[1] - ry[0]) * r, (rx[1] - rx[0]) * r)
+        oy, ox = y0 - ry[0] * r, x0 - rx[0] * r
+        if self.map_space == "rate":
+            g = torch.exp(self.head(d).clamp(max=self.MAX_LOG_RATE))
+            g = torch.log1p(F.interpolate(g, size=size, mode="bilinear", align_corners=False))
+            return g[..., oy : oy + y1 - y0, ox : ox + x1 - x0]
+        if d.shape[1] >= self.n_genes:
+            g = F.interpolate(self.head(d), size=size, mode="bilinear", align_corners=False)
+            return self.activation(g[..., oy : oy + y1 - y0, ox : ox + x1 - x0])
+        # The head is linear and bilinear weights sum to one, so head and resize commute: resizing the decoder's
+        # fewer channels, cropping them and applying the head as one matrix product gives the block contiguous,
+        # with no resized margin and no copy of the genes' channels.
+        u = F.interpolate(d, size=size, mode="bilinear", align_corners=False)[
+            ..., oy : oy + y1 - y0, ox : ox + x1 - x0
+        ]
+        weight, bias = self.head.weight.flatten(1), self.head.bias[:, None]
+        g = torch.stack([torch.addmm(bias, weight, ui.reshape(ui.shape[0], -1)) for ui in u])
+        return self.activation(g.view(u.shape[0], self.n_genes, y1 - y0, x1 - x0))
 
     @torch.no_grad()
     def init_output(self, mean: np.ndarray) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
 import dask
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 import shapely
 import spatialdata as sd
-from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.models import Image2DModel, Labels2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Scale, get_transformation
 from spatialdata.transformations import Sequence as TSequence
 
@@ -46,23 +48,110 @@ from ._records import prediction_record, values_text
 __all__ = ["predict_dense"]
 
 
+def _scratch_codec():
+    """The scratch map's codec: LZ4 with byte shuffle (fast; the map is read once more)."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
 def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformations: dict):
     x0, y0 = cols * side_px, rows * side_px
     gdf = gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side_px, y0 + side_px))
     return ShapesModel.parse(gdf, transformations=transformations)
 
 
-def _bins(dense: da.Array, mask: np.ndarray, k: int) -> tuple[da.Array, np.ndarray, np.ndarray] | None:
-    """Lazy mean of ``dense`` over k × k bins that touch the mask: ``(X bins × genes, rows, cols)``."""
-    n_genes, Hd, Wd = dense.shape
-    Hk, Wk = Hd // k, Wd // k
+def _bin_grid(mask: np.ndarray, k: int) -> np.ndarray | None:
+    """Which k × k bins of the map grid touch the mask: a ``(Hd // k, Wd // k)`` boolean array (``None``: no bin)."""
+    Hk, Wk = mask.shape[0] // k, mask.shape[1] // k
     if Hk == 0 or Wk == 0:
         return None
+    return mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).any(axis=(1, 3))
+
+
+def _bin_block(n_genes: int) -> int:
+    """Side in bins of the blocks bin tables are cut in: about 64 MB of float32 values per block."""
+    return max(16, int(math.sqrt(2**24 / max(n_genes, 1))))
+
+
+def _take_bins(block: np.ndarray, on: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(block[:, on].T, dtype=np.float32)
+
+
+def _bins(dense: da.Array, on: np.ndarray, k: int) -> tuple[da.Array, np.ndarray, np.ndarray]:
+    """Lazy mean of ``dense`` over the k × k bins where ``on``: ``(X bins × genes, rows, cols)``.
+
+    Bins are ordered block by block of the binned map (blocks of ``_bin_block(n_genes)`` bins a side, row-major
+    inside a block and between blocks), so each part of ``X`` comes from one block of about 64 MB: nothing larger
+    is ever in memory, whatever the number of bins. The order depends only on ``on`` and the number of genes.
+    """
+    n_genes = dense.shape[0]
+    Hk, Wk = on.shape
+    side = _bin_block(n_genes)
     binned = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k).mean(axis=(2, 4))
-    on = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).any(axis=(1, 3))
-    rows, cols = np.nonzero(on)
-    X = binned.reshape(n_genes, Hk * Wk)[:, rows * Wk + cols].T
-    return X.rechunk((min(100_000, max(len(rows), 1)), n_genes)).astype(np.float32), rows, cols
+    binned = binned.rechunk((n_genes, side, side))
+    parts, rows, cols = [], [], []
+    ys = np.cumsum((0, *binned.chunks[1]))
+    xs = np.cumsum((0, *binned.chunks[2]))
+    for i in range(len(ys) - 1):
+        for j in range(len(xs) - 1):
+            onb = on[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
+            r, c = np.nonzero(onb)
+            if len(r) == 0:
+                continue
+            rows.append(r + ys[i])
+            cols.append(c + xs[j])
+            part = dask.delayed(_take_bins, pure=True)(binned.blocks[0, i, j], onb)
+            parts.append(da.from_delayed(part, shape=(len(r), n_genes), dtype=np.float32))
+    if not parts:
+        return da.zeros((0, n_genes), dtype=np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    X = da.concatenate(parts)
+    return X.rechunk((min(100_000, X.shape[0]), n_genes)), np.concatenate(rows), np.concatenate(cols)
+
+
+def _label_dtype(n_cells: int) -> type[np.integer]:
+    return np.int32 if n_cells < np.iinfo(np.int32).max else np.int64
+
+
+def _bin_ids(rows: np.ndarray, cols: np.ndarray, Wk: int, n_cells: int) -> np.ndarray:
+    """Bin ids on the grid: ``row * Wk + col + 1`` (0 is the background of a labels raster)."""
+    dt = _label_dtype(n_cells)
+    return rows.astype(dt) * dt(Wk) + cols.astype(dt) + dt(1)
+
+
+def _bins_labels(on: np.ndarray, side_px: float, transformations: dict, chunk: int = 4096):
+    """A bin-id raster with one pixel per bin (``row * Wk + col + 1``, 0 where there is no bin), built block by block.
+
+    As :func:`spatialdata.rasterize_bins` makes for Visium HD: spatialdata-plot draws it with ``render_labels``
+    and a table annotating it colours it; placed on the H&E by a scale of ``side_px`` (H&E px per bin).
+    """
+    Hk, Wk = on.shape
+    dt = _label_dtype(Hk * Wk)
+    on_da = da.from_array(on, chunks=(min(chunk, Hk), min(chunk, Wk)))
+
+    def ids(block: np.ndarray, block_info=None) -> np.ndarray:
+        (y0, _), (x0, _) = block_info[0]["array-location"]
+        r = np.arange(y0, y0 + block.shape[0], dtype=dt)[:, None]
+        c = np.arange(x0, x0 + block.shape[1], dtype=dt)[None, :]
+        return np.where(block, r * dt(Wk) + c + dt(1), dt(0))
+
+    raster = on_da.map_blocks(ids, dtype=dt, name=f"stpredict-bin-ids-{uuid.uuid4().hex}")
+    return Labels2DModel.parse(
+        raster,
+        dims=("y", "x"),
+        transformations={
+            cs: TSequence([Scale([side_px, side_px], axes=("x", "y")), t])
+            for cs, t in transformations.items()
+        },
+    )
+
+
+def _bin_index(rows: np.ndarray, cols: np.ndarray) -> pd.Index:
+    """``"row_col"`` names for many bins without a Python loop (10 million bins: a few seconds)."""
+    if len(rows) == 0:
+        return pd.Index([], dtype=object)
+    names = pd.Series(rows).astype(str).str.cat(pd.Series(cols).astype(str), sep="_")
+    return pd.Index(names.to_numpy(dtype=object))
 
 
 @_docs.doc_params(
@@ -83,6 +172,7 @@ def predict_dense(
     out_mpp: float = 2.0,
     bins_um: Sequence[int] = C.VISIUM_HD_BINS_UM,
     shapes: Sequence[str] | None = None,
+    bins_as: Literal["auto", "shapes", "labels"] = "auto",
     chunk_size: int = 512,
     margin: int | None = None,
     tissue: bool = True,
@@ -117,6 +207,11 @@ def predict_dense(
         a bin's value is the mean of the map pixels it covers (so 8 µm = mean of its 2 µm bins).
     shapes
         Names of shapes elements (spots, Visium HD bins, cell polygons) to predict for.
+    bins_as
+        What the bin tables annotate: ``"shapes"``, one square polygon per bin; ``"labels"``, a bin-id raster
+        with one pixel per bin (as :func:`spatialdata.rasterize_bins` makes for Visium HD), which takes 4 bytes
+        per bin on disk and nothing in memory until read; ``"auto"`` (default), shapes up to
+        1 000 000 bins and labels above (a whole Visium HD capture area has ~10.6 million 2 µm bins).
     {chunk_size}
     {margin}
     tissue
@@ -142,9 +237,11 @@ def predict_dense(
 
     - ``images[f"{{key_added}}_dense"]``: ``(c=genes, y, x)`` float32 at ``out_mpp``, multiscale,
       placed on the H&E in every coordinate system the H&E has;
-    - for each bin size ``b``: ``shapes[f"{{key_added}}_square_00bum_shapes"]`` (squares in H&E pixels)
-      and ``tables[f"{{key_added}}_square_00bum"]`` linked to them (``X`` = predicted expression,
-      ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels);
+    - for each bin size ``b``: ``tables[f"{{key_added}}_square_00bum"]`` (``X`` = predicted expression,
+      ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels) linked to
+      ``shapes[f"{{key_added}}_square_00bum_shapes"]`` (squares in H&E pixels), or with ``bins_as="labels"`` to
+      ``labels[f"{{key_added}}_square_00bum_labels"]`` (bin ids ``array_row * n_cols + array_col + 1`` in
+      ``obs["instance_id"]``);
     - for each name in ``shapes``: ``tables[f"{{key_added}}_{{name}}"]`` linked to that shapes element.
 
     Every table's ``uns["stpredict"]`` says what its ``X`` holds (``values``, in words: the recipe's
@@ -199,10 +296,14 @@ def predict_dense(
             )
         ks[b] = round(k)
     shapes = check_names("shapes", shapes or [], available=list(sdata.shapes), kind="shapes")
+    if bins_as not in ("auto", "shapes", "labels"):
+        raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', got {bins_as!r}.")
     dense_name = f"{key_added}_dense"
     names = [dense_name]
     for b in bins_um:
-        names += [f"{key_added}_{C.square_key(b)}_shapes", f"{key_added}_{C.square_key(b)}"]
+        # both: a re-run with overwrite=True that switches representation removes the other one
+        names += [f"{key_added}_{C.square_key(b)}_{kind}" for kind in ("shapes", "labels")]
+        names += [f"{key_added}_{C.square_key(b)}"]
     names += [f"{key_added}_{s}" for s in shapes]
     writer = ElementWriter(sdata, names, overwrite=overwrite, by="tl.predict_dense")
 
@@ -247,7 +348,9 @@ def predict_dense(
         else "every block is predicted"
     )
     img_ts = get_transformation(el, get_all=True)
-    lazy_tables: dict[str, int] = {}  # table name -> bin size in map pixels
+    lazy_tables: dict[
+        str, tuple[np.ndarray, int]
+    ] = {}  # table name -> (bins on the grid, bin size in map px)
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
         dense = engine.to_dask(mask)
@@ -258,7 +361,9 @@ def predict_dense(
         )
         ctx = dask_progress(f"predicting {section_name(sdata, image_key)}", progress=progress)
         with engine.running(device), ctx, dask.config.set({"array.slicing.split_large_chunks": False}):
-            da.to_zarr(dense, str(store), overwrite=True)
+            # scratch, read once for the bins and the image element: LZ4 with byte shuffle writes 262 MB of a 250-gene
+            # block 4x faster than zarr's default Zstd, and smaller (benchmarks/README.md, "predict_dense vs the encoder")
+            da.to_zarr(dense, str(store), overwrite=True, compressors=[_scratch_codec()])
         dense = da.from_zarr(str(store))
         dense_el = Image2DModel.parse(
             dense,
@@ -272,28 +377,33 @@ def predict_dense(
         writer.add(dense_name, dense_el)
         for b in bins_um:
             k = ks[b]
-            shapes_name, table_name = (
-                f"{key_added}_{C.square_key(b)}_shapes",
-                f"{key_added}_{C.square_key(b)}",
-            )
-            binned = _bins(dense, mask, k)
-            if binned is None:
+            table_name = f"{key_added}_{C.square_key(b)}"
+            on = _bin_grid(mask, k)
+            if on is None:
                 logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
                 continue
-            X, rows, cols = binned
+            X, rows, cols = _bins(dense, on, k)
+            as_labels = bins_as == "labels" or (bins_as == "auto" and len(rows) > C.MAX_BIN_SHAPES)
+            region = f"{table_name}_{'labels' if as_labels else 'shapes'}"
             if X.size <= max_in_memory:
                 X = np.asarray(X.compute(), dtype=np.float32)
             else:
-                lazy_tables[table_name] = k
+                lazy_tables[table_name] = (on, k)
             side = k * f_out
+            if as_labels:
+                instance = _bin_ids(rows, cols, on.shape[1], on.size)
+            else:
+                instance = np.arange(len(rows))
             obs = pd.DataFrame(
                 {
                     "array_row": rows,
                     "array_col": cols,
-                    C.REGION_KEY: pd.Categorical([shapes_name] * len(rows)),
-                    C.INSTANCE_KEY: np.arange(len(rows)),
+                    C.REGION_KEY: pd.Categorical.from_codes(
+                        np.zeros(len(rows), np.int8), categories=[region]
+                    ),
+                    C.INSTANCE_KEY: instance,
                 },
-                index=pd.Index([f"{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
+                index=_bin_index(rows, cols),
             )
             table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
             table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
@@ -304,14 +414,20 @@ def predict_dense(
                     f"the mean of the dense map {dense_name!r} ({out_mpp:g} µm/px) over one {b} µm square bin",
                 ),
                 "bin_um": b,
-                "footprint": {"kind": "square bins", "bin_um": b, "shapes": shapes_name},
+                "footprint": {
+                    "kind": "square bins",
+                    "bin_um": b,
+                    ("labels" if as_labels else "shapes"): region,
+                    "n_bins": len(rows),
+                },
             }
-            writer.add(shapes_name, _bins_shapes(rows, cols, side, img_ts))
+            if as_labels:
+                writer.add(region, _bins_labels(on, side, img_ts))
+            else:
+                writer.add(region, _bins_shapes(rows, cols, side, img_ts))
             writer.add(
                 table_name,
-                TableModel.parse(
-                    table, region=shapes_name, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY
-                ),
+                TableModel.parse(table, region=region, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
             )
         view = sd.SpatialData(images={dense_name: dense_el}, shapes={s: sdata.shapes[s] for s in shapes})
         for s in shapes:
@@ -330,7 +446,7 @@ def predict_dense(
     added = list(writer.elements)
     if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata
         dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
-        for name, k in lazy_tables.items():
-            sdata.tables[name].X = _bins(dense, mask, k)[0]
+        for name, (on, k) in lazy_tables.items():
+            sdata.tables[name].X = _bins(dense, on, k)[0]
     logger.info(f"Added {added}.")
     return added

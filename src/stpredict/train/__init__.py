@@ -4,6 +4,7 @@
 - :class:`TilePlan` (PixNet) and :class:`CropPlan` (SpotRegressor): what one training step does;
 - :func:`fit`: the epoch loop every trained model shares (optimiser, validation, early stopping,
   progress, history, resume);
+- :class:`Distributed` / :func:`is_main_process`: data-parallel training under ``torchrun``;
 - :func:`fit_ridge`: the linear probe's cross-validated ridge (scikit-learn);
 - :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss; :func:`grouped_loss` / :func:`poisson_deviance`: one
   loss per footprint size, and the count likelihood of a rate map;
@@ -12,6 +13,7 @@
 
 from ._crops import Cropper, CropPlan, CropSet, predict_crops
 from ._data import SectionData, load_section, section_footprints
+from ._distributed import Distributed, is_main_process
 from ._loop import TrainingPlan, fit
 from ._loss import batch_pcc, grouped_loss, pixnet_loss, poisson_deviance
 from ._ridge import RidgeFit, fit_ridge, mean_pcc, pixnet_score
@@ -23,6 +25,7 @@ __all__ = [
     "CropPlan",
     "CropSet",
     "Cropper",
+    "Distributed",
     "FeatureCache",
     "RidgeFit",
     "SectionData",
@@ -38,6 +41,7 @@ __all__ = [
     "grouped_loss",
     "he_augment",
     "hed_jitter",
+    "is_main_process",
     "load_section",
     "mean_pcc",
     "pixnet_loss",

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from .._core._validate import check_number
+from .._logging import logger
 from .._progress import tqdm
 from .._types import LRSchedule, check_choice
+from ._distributed import Distributed, training_batchnorms
 
 __all__ = ["TrainingPlan", "check_ema", "fit"]
 
@@ -63,6 +65,7 @@ def fit(
     desc: str = "training",
     ema: float | None = None,
     lr_schedule: LRSchedule = "constant",
+    dist: Distributed | None = None,
 ) -> list[dict]:
     """Train ``plan.net`` in place with Adam; the epoch loop every trained stpredict model shares.
 
@@ -84,12 +87,22 @@ def fit(
     ``max_epochs × steps_per_epoch`` steps from ``lr`` to ``lr / 100`` along half a cosine;
     ``"constant"`` keeps ``lr``.
 
+    With ``dist`` (data-parallel training under ``torchrun``; the plan built with the same ``dist``
+    shares each step's global batch out) every rank starts from rank 0's weights, the gradients are
+    summed over ranks after each backward pass (each rank's is its share of the whole batch's), so all
+    ranks take the same optimiser steps; validation metrics are rank 0's on every rank, so early
+    stopping agrees. The running statistics of batch-norm layers in training mode (an unfrozen
+    BatchNorm encoder) are averaged over ranks after each step, but each rank normalised its own
+    tiles: such a network does not train exactly as in one process.
+
     Returns
     -------
     The records of this call.
 
     """
     net = plan.net.to(device)
+    if dist is not None:
+        dist.broadcast_state(net)
     params = [p for p in net.parameters() if p.requires_grad]
     # foreach: one kernel per step for all parameters (PyTorch default on CUDA; the step ~40% faster on CPU too)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
@@ -118,6 +131,13 @@ def fit(
         for epoch in epochs:
             net.train()
             plan.on_epoch_start()
+            batchnorms = training_batchnorms(net) if dist is not None else []
+            if batchnorms and epoch == 0 and dist.is_main:
+                logger.warning(
+                    f"{len(batchnorms)} batch-norm layers train in data-parallel training: each process "
+                    "normalises its own tiles (their running statistics are averaged), so the result differs "
+                    "from one process's; freeze the encoder or use one without batch norm for the same result."
+                )
             t0 = time.perf_counter()
             losses, pccs = [], []
             bar = tqdm(
@@ -134,7 +154,11 @@ def fit(
                 loss, pcc = plan.training_step()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if dist is not None:
+                    dist.sum_gradients(params)
                 opt.step()
+                if batchnorms:
+                    dist.average_batchnorm(batchnorms)
                 if averaged is not None:
                     averaged.update()
                 losses.append(float(loss.detach()))
@@ -151,7 +175,8 @@ def fit(
                 net.eval()
                 if averaged is not None:
                     averaged.swap()  # score (and keep, if best) the averaged weights
-                rec.update(plan.validate())
+                metrics = plan.validate()
+                rec.update(metrics if dist is None else dist.broadcast(metrics))
                 if patience is not None:
                     if rec["val_loss"] < best - 1e-6:
                         best, bad = rec["val_loss"], 0

@@ -16,6 +16,7 @@ from .._types import Coverage, TableWeighting, check_choice
 from ..module import aggregate_map, bilinear_matrix, to_torch_sparse
 from ._augment import augment_array, augment_features, augment_index, colour_jitter
 from ._data import SectionData
+from ._distributed import Distributed
 from ._loss import grouped_loss, pixnet_loss
 
 __all__ = ["Batch", "FeatureCache", "TilePlan", "TileSampler", "batch_loss", "evaluate_batches", "run_batch"]
@@ -27,7 +28,8 @@ class Batch:
 
     ``groups`` ``(n,)`` is each footprint's table index and ``index`` its row in that table of its section;
     ``counts`` ``(n, M)`` and ``library`` ``(n,)`` (raw counts and totals) are present when the sections
-    carry them (a count likelihood).
+    carry them (a count likelihood). ``tile_rows`` ``(B,)``: how many of the ``n`` footprints (rows, in
+    tile order) each tile has.
     """
 
     images: torch.Tensor
@@ -39,6 +41,32 @@ class Batch:
     index: np.ndarray | None = None
     counts: np.ndarray | None = None
     library: np.ndarray | None = None
+    tile_rows: np.ndarray | None = None
+
+    def tiles(self, part: slice) -> Batch:
+        """The batch of the tiles ``part`` (a contiguous slice) and their footprints (what one rank runs)."""
+        if self.tile_rows is None:
+            raise ValueError("This batch does not record its tiles' rows (`tile_rows`).")
+        lo, hi, _ = part.indices(len(self.keys))
+        ends = np.concatenate([[0], np.cumsum(self.tile_rows)])
+        rows = slice(int(ends[lo]), int(ends[hi]))
+        px = self.images.shape[-2] * self.images.shape[-1]
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return Batch(
+            self.images[lo:hi],
+            self.A[rows][:, lo * px : hi * px],
+            self.targets[rows],
+            self.keys[lo:hi],
+            self.augment[lo:hi],
+            cut(self.groups),
+            cut(self.index),
+            cut(self.counts),
+            cut(self.library),
+            self.tile_rows[lo:hi],
+        )
 
 
 @dataclass
@@ -66,6 +94,7 @@ def _stack_rows(rows: list[_Rows], mats: list[sparse.csr_matrix]) -> dict:
         "index": np.concatenate([r.index for r in rows]),
         "counts": np.vstack([r.counts for r in rows]) if has_counts else None,
         "library": np.concatenate([r.library for r in rows]) if has_counts else None,
+        "tile_rows": np.array([m.shape[0] for m in mats], np.int64),
     }
 
 
@@ -404,15 +433,26 @@ def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: 
 
 
 @torch.no_grad()
-def evaluate_batches(net, batches: list[Batch], device, *, lam: float, progress: bool = False) -> dict:
-    """Loss, MSE and mean per-gene PCC over all footprints of fixed batches."""
+def evaluate_batches(
+    net, batches: list[Batch], device, *, lam: float, progress: bool = False, dist: Distributed | None = None
+) -> dict:
+    """Loss, MSE and mean per-gene PCC over all footprints of fixed batches.
+
+    With ``dist`` each rank runs its share of the batches and the predictions of all are gathered, so
+    every rank returns the metrics of all batches.
+    """
     net.eval()
-    preds, ys = [], []
-    for b in tqdm(batches, desc="validation", progress=progress, leave=False):
+    mine = batches[dist.share(len(batches))] if dist is not None else batches
+    preds = []
+    for b in tqdm(mine, desc="validation", progress=progress, leave=False):
         out = run_batch(net, b, device, cache=None, frozen=False)
-        preds.append((torch.log1p(out) if _is_rate(net) else out).cpu())
-        ys.append(torch.from_numpy(b.targets))
-    p, y = torch.cat(preds), torch.cat(ys)
+        preds.append(torch.log1p(out) if _is_rate(net) else out)
+    if dist is not None:
+        local = torch.cat(preds) if preds else torch.zeros((0, batches[0].targets.shape[1]), device=device)
+        p = dist.gather_rows(local, dist.sizes([len(b.targets) for b in batches])).cpu()
+    else:
+        p = torch.cat(preds).cpu()
+    y = torch.cat([torch.from_numpy(b.targets) for b in batches])
     loss, parts = pixnet_loss(p, y, lam)
     return {"val_loss": float(loss), "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
 
@@ -446,6 +486,10 @@ class TilePlan:
         Where the network runs.
     progress
         Show a progress bar for validation.
+    dist
+        Data-parallel training (``torchrun``): every rank samples the same global batch of
+        ``batch_size`` tiles, runs its share, and computes the loss of the whole batch from the gathered
+        predictions (:class:`~stpredict.train.Distributed`); validation batches are shared out likewise.
 
     """
 
@@ -469,9 +513,16 @@ class TilePlan:
         progress: bool,
         weighting: str = "pooled",
         target_sum: float = 1e4,
+        dist: Distributed | None = None,
     ) -> None:
         check_choice("table_weighting", weighting, TableWeighting)
+        if dist is not None and batch_size < dist.world:
+            raise ValueError(
+                f"batch_size ({batch_size} tiles per step, the global batch) must be at least the number of "
+                f"processes ({dist.world}) in data-parallel training."
+            )
         self.net = net
+        self.dist = dist
         self.weighting = weighting
         self.target_sum = target_sum
         self.sampler = TileSampler(
@@ -510,14 +561,21 @@ class TilePlan:
 
     def training_step(self) -> tuple[torch.Tensor, float]:
         batch = self.sampler.sample(self.batch_size)
-        pred = run_batch(
-            self.net,
-            batch,
-            self.device,
-            cache=self.cache,
-            frozen=self.frozen,
-            jitter_gen=self.gen if self.colour else None,
-        )
+        if self.dist is None:
+            pred = run_batch(
+                self.net,
+                batch,
+                self.device,
+                cache=self.cache,
+                frozen=self.frozen,
+                jitter_gen=self.gen if self.colour else None,
+            )
+        else:  # the whole batch's jitter (one draw, as alone), this rank's tiles, every rank's predictions
+            if self.colour:
+                batch.images = colour_jitter(batch.images, self.gen)
+            mine = batch.tiles(self.dist.share(self.batch_size))
+            local = run_batch(self.net, mine, self.device, cache=self.cache, frozen=self.frozen)
+            pred = self.dist.gather_rows(local, self.dist.sizes(batch.tile_rows))
         loss, parts = batch_loss(
             self.net,
             pred,
@@ -530,4 +588,6 @@ class TilePlan:
         return loss, parts["pcc"]
 
     def validate(self) -> dict[str, float]:
-        return evaluate_batches(self.net, self.val_batches, self.device, lam=self.lam, progress=self.progress)
+        return evaluate_batches(
+            self.net, self.val_batches, self.device, lam=self.lam, progress=self.progress, dist=self.dist
+        )
