@@ -314,3 +314,22 @@ def test_bins_as_labels_bin_id_raster(tmp_path, fresh, model, monkeypatch):
     ).pl.show(ax=ax, coordinate_systems="synthetic")
     assert len(ax.get_images()) >= 1
     plt.close(fig)
+
+
+def test_map_levels_are_stored_one_at_a_time_as_spatialdata_builds_them(tmp_path):
+    """The map's coarser levels are spatialdata's own resampling chain, each computed from the stored level before."""
+    import dask.array as da
+
+    from stpredict.tl._predict_dense import _store_levels
+
+    x = da.random.default_rng(0).random((3, 1037, 777), chunks=(3, 256, 256)).astype(np.float32)
+    ref = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])
+    el = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])
+    _store_levels(el, tmp_path, chunk=256)
+    Image2DModel().validate(el)
+    for k in ref.children:
+        a, b = ref[k]["image"], el[k]["image"]
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+        assert a.attrs == b.attrs and a.shape == b.shape
+        if k != "scale0":  # read from its own stored array, not recomputed from the full resolution
+            assert (tmp_path / f"dense_{k}.zarr").is_dir()

@@ -55,6 +55,29 @@ def _scratch_codec():
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
+def _store_levels(el, scratch, chunk: int) -> None:
+    """Compute the coarser levels of a multiscale map one at a time, each from the stored level before it.
+
+    spatialdata writes a multiscale image by computing all its levels in one dask call, each level a chain of
+    resamplings from the full resolution; on a whole slide that held several GB of blocks at once (9.5 GB peak
+    for a 40 960² px slide). Here each level is spatialdata's own 2× resampling of the previous *stored* level,
+    streamed to a scratch zarr, so writing the element copies stored arrays, block by block.
+    """
+    prev = el["scale0"]["image"].data
+    for i in range(1, len(el.children)):
+        node = el[f"scale{i}"]
+        img = node["image"]
+        nxt = Image2DModel.parse(prev, dims=("c", "y", "x"), scale_factors=[2])["scale1"]["image"].data
+        if nxt.shape != img.shape:  # spatialdata changed how it builds levels: keep its own chain
+            return
+        path = scratch / f"dense_scale{i}.zarr"
+        nxt = nxt.rechunk((img.shape[0], chunk, chunk))
+        with dask.config.set({"array.slicing.split_large_chunks": False}):
+            da.to_zarr(nxt, str(path), overwrite=True, compressors=[_scratch_codec()])
+        prev = da.from_zarr(str(path))
+        node.dataset = node.to_dataset().assign(image=img.copy(data=prev))
+
+
 def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformations: dict):
     x0, y0 = cols * side_px, rows * side_px
     gdf = gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side_px, y0 + side_px))
@@ -374,6 +397,7 @@ def predict_dense(
                 cs: TSequence([Scale([f_out, f_out], axes=("x", "y")), t]) for cs, t in img_ts.items()
             },
         )
+        _store_levels(dense_el, writer.scratch, chunk=engine.chunk_size)
         writer.add(dense_name, dense_el)
         for b in bins_um:
             k = ks[b]
