@@ -108,6 +108,7 @@ def test_prediction_tables_record_what_they_hold_through_zarr(tmp_path, slide, s
             "kind": "square bins",
             "bin_um": b,
             "shapes": f"pixnet_square_{b:03d}um_shapes",
+            "n_bins": s.tables[f"pixnet_square_{b:03d}um"].n_obs,
         }
         assert f"over one {b} µm square bin" in rec["values"] and rec["map"] == "pixnet_dense"
         assert rec["out_mpp"] == 2.0 and "tiles" not in rec["tiling"]  # no None for "no tiles"
