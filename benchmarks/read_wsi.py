@@ -215,8 +215,10 @@ def main() -> None:
             [sys.executable, __file__, "--predict", str(slide), str(wd / "model"), str(wd / "slide.zarr")],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        if out.returncode:  # show why: the child's own error (e.g. a full disk), not only its exit status
+            raise SystemExit(f"the prediction process failed ({out.returncode}):\n{out.stderr[-4000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             "\n| slide (px) | tissue (mm²) | bins (µm) | read_wsi + predict_dense (s) | tissue mm² / min | peak RSS (MiB) |"
