@@ -266,9 +266,9 @@ def read_visium_hd(
     Returns
     -------
     ``images["{dataset_id}_full_image"]`` (when present) and the other images of spatialdata-io's
-    reader; per bin size ``tables["square_00Xum"]`` (barcodes as ``obs_names``, ``obs["in_tissue",
-    "array_row", "array_col", "location_id", "region"]``, counts in ``X``, bin centres in full-res
-    pixels in ``obsm["spatial"]``), annotating ``shapes["{dataset_id}_square_00Xum"]`` or, read as
+    reader; per bin size ``tables["square_00Xum"]`` (barcodes as ``obs_names``; obs columns
+    ``in_tissue``, ``array_row``, ``array_col``, ``location_id`` and ``region``; counts in ``X``; bin
+    centres in full-res pixels in ``obsm["spatial"]``), annotating ``shapes["{dataset_id}_square_00Xum"]`` or, read as
     labels, ``labels["{dataset_id}_square_00Xum_labels"]`` through ``obs["bin_id"]``. Every element
     is also in the ``"{dataset_id}_um"`` coordinate system.
 
