@@ -300,15 +300,7 @@ def shapes_footprints(
     if image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; available images: {list(sdata.images)}.")
     shp = sdata.shapes[shapes_key]
-    img_ts = get_transformation(sdata.images[image_key], get_all=True)
-    shp_ts = get_transformation(shp, get_all=True)
-    common = sorted((cs for cs in shp_ts if cs in img_ts), key=lambda cs: not is_micron_cs(cs))
-    if not common:
-        raise ValueError(
-            f"Shapes {shapes_key!r} and image {image_key!r} share no coordinate system (shapes: {sorted(shp_ts)}, "
-            f"image: {sorted(img_ts)}); they cannot be aligned."
-        )
-    M = np.linalg.inv(_affine(img_ts[common[0]])) @ _affine(shp_ts[common[0]])
+    M = _to_image(sdata, shp, shapes_key, image_key, "Shapes")
     if instances is not None:
         missing = ~np.isin(np.asarray(instances), shp.index.to_numpy())
         if missing.any():
