@@ -7,6 +7,7 @@ so ``stpredict --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -85,10 +86,43 @@ def _values(table) -> str:
     return f"non-integer values (mean {float(np.asarray(X.mean())):.3g})"
 
 
-def _write(sdata: SpatialData, out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it.")
-    sdata.write(out, overwrite=overwrite)
+def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
+    """Write ``sdata`` as a new store at ``out``; ``--overwrite`` replaces only a store of stpredict's own elements.
+
+    The store is written beside ``out`` and renamed into place, so a kill leaves the earlier store or the new one.
+    """
+    import os
+
+    from ._core._store import _element_type, is_zarr_store, store_elements, store_registry
+
+    _sweep_new_stores(out)
+    if out.exists():
+        if not overwrite:
+            raise UsageError(f"{out} exists; pass --overwrite to replace it.")
+        if not is_zarr_store(out) or not store_registry(out):
+            raise UsageError(
+                f"{out} exists and is not a store stpredict wrote; --overwrite replaces only those. Choose another "
+                "--out."
+            )
+        yours = sorted(set(store_elements(out)) - set(store_registry(out)))
+        if yours:
+            raise UsageError(
+                f"{out} holds element(s) {yours} that stpredict did not write (yours), so --overwrite does not "
+                "replace it; nothing was changed. Choose another --out, or remove those elements first."
+            )
+    record = sdata.attrs.setdefault("stpredict", {})
+    names = [n for t in ("images", "labels", "points", "shapes", "tables") for n in getattr(sdata, t)]
+    record["written"] = {n: {"type": _element_type(sdata, n), "by": by} for n in names}
+    tmp = out.with_name(f".{out.name}.new-{os.getpid()}")
+    with quiet_ome_zarr():
+        sdata.write(tmp, overwrite=True)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
 
 
 #: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
@@ -236,60 +270,178 @@ def _is_slide(path: str | Path) -> bool:
     return p.is_file() or (not p.exists() and p.name.lower().endswith(WSI_SUFFIXES))
 
 
-def _open_slide_store(args: argparse.Namespace) -> SpatialData:
-    """Read the slide lazily and back it by a new zarr store at ``--out`` (with the H&E unless --no-image)."""
-    import shutil
+def _predict_slide(args: argparse.Namespace, model) -> int:
+    """Predict a slide file into the store ``--out``: the H&E copy, footprint files and predictions in one write.
 
-    import spatialdata as sd
+    The rule for an existing ``--out`` (docs/safety.md): it must be a store ``stpredict predict`` wrote for a slide
+    (anything else is refused untouched); with ``--overwrite`` everything the earlier slide run wrote is replaced by
+    this run's output in one transaction, and every other element (ones the user added, ones other stpredict calls
+    added) stays. A name this run writes that the user's element has, or the user's elements on another slide, are
+    refused before the slide is read.
+    """
+    import uuid
 
     from . import io
+    from ._core._store import recover_store, set_aside_path, store_elements, write_along
 
     if not args.out:
         raise UsageError(
             f"{args.zarr} is a slide file: pass --out slide.zarr, the zarr store to write the predictions to."
         )
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it.")
+    _sweep_new_stores(out)
     if out.exists() and not _slide_store(out):
         raise UsageError(
             f"{out} exists and is not a store `stpredict predict` wrote for a slide; --overwrite replaces only "
-            "those. Choose another --out (predictions for an existing SpatialData store: `stpredict predict "
-            "STORE.zarr --model ...` writes into it)."
+            "what stpredict wrote in those. Choose another --out (predictions for an existing SpatialData store: "
+            "`stpredict predict STORE.zarr --model ...` writes into it)."
+        )
+    if out.exists() or set_aside_path(out).exists():
+        recover_store(out)  # an interrupted earlier run: finished or undone, and it says which
+    existing = store_elements(out) if out.exists() else {}
+    if existing and not args.overwrite:
+        raise UsageError(
+            f"{out} exists; pass --overwrite to replace what an earlier `stpredict predict` wrote in it "
+            "(elements you added to it stay)."
+        )
+    if out.exists() and not existing:
+        print(
+            f"{out} holds no elements (an interrupted run left it empty); writing into it.", file=sys.stderr
         )
     sdata = io.read_wsi(args.zarr, mpp=args.mpp, dataset_id=args.dataset_id)
-    pixel_cs = sdata.attrs["stpredict"]["slide"]["pixel_cs"]
+    record = dict(sdata.attrs["stpredict"]["slide"])
     # files of footprints (GeoJSON, GeoParquet) in the slide's pixels: read before anything is written
-    args.shapes = [_read_shapes_file(sdata, item, pixel_cs) for item in args.shapes]
-    if out.exists():  # kept aside until the new store is complete (_predict puts it back on failure)
-        shutil.move(out, _aside(out))
+    args.shapes = [_read_shapes_file(sdata, item, record["pixel_cs"]) for item in args.shapes]
+    own = [*([] if args.no_image else list(sdata.images)), *args.shapes]
+    earlier = _earlier_slide_run(out, existing, record, own) if existing else []
+    run = uuid.uuid4().hex
+    if not out.exists():
+        _new_store(out, {"stpredict": {"slide": record}})
+    created = not existing
+    sdata.path = out
+    try:
+        with write_along(
+            sdata,
+            own,
+            by="stpredict predict",
+            remove=earlier,
+            attrs={"slide": {**record, "run": run}},
+            stamp={"run": run},
+        ) as joined:
+            rc = _predict_into(sdata, model, args, args.out)
+        if not joined["taken"]:  # pragma: no cover - every prediction path writes through an ElementWriter
+            raise RuntimeError("the prediction wrote nothing into the store")
+    except BaseException:
+        if created and out.exists() and not store_elements(out):  # the empty store this run made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return rc
+
+
+def _earlier_slide_run(out: Path, existing: dict[str, str], record: dict, own: list[str]) -> list[str]:
+    """The elements the earlier slide run wrote into ``out`` (to be replaced), after checking the user's are safe."""
+    from ._core._store import _consolidated_file, _finish_root, store_attrs, store_registry
+
+    earlier_record = (store_attrs(out).get("stpredict") or {}).get("slide") or {}
+    registry = store_registry(out)
+    run = earlier_record.get("run")
+    if run is not None:
+        earlier = [n for n, e in registry.items() if e.get("run") == run and n in existing]
+    else:
+        # a store written by stpredict 0.1: its H&E copy and footprint files were not in the registry; they are the
+        # recorded image and the shapes its tables annotate
+        earlier = [n for n in registry if n in existing]
+        import zarr
+
+        regions = set()
+        for n in earlier:
+            if existing[n] == "tables":
+                meta = zarr.open_group(str(out / "tables" / n), mode="r").attrs.asdict()
+                region = (meta.get("spatialdata_attrs") or {}).get("region")
+                regions.update([region] if isinstance(region, str) else region or [])
+        legacy = [earlier_record.get("image"), *sorted(r for r in regions if existing.get(r) == "shapes")]
+        legacy = [n for n in legacy if n in existing and n not in registry]
+        if legacy:  # registered now (root metadata only), so the transaction below may replace them
+            _finish_root(
+                out,
+                {n: {"type": existing[n], "by": "stpredict predict"} for n in legacy},
+                [],
+                _consolidated_file(out) is not None,
+            )
+        earlier += legacy
+    yours = sorted(n for n in existing if n not in earlier and n not in registry)
+    clash = sorted(set(yours) & set(own))
+    if clash:
+        raise UsageError(
+            f"{out} holds element(s) {clash} that stpredict did not write (yours), and this run would write elements "
+            "of the same names; nothing was changed. Rename the footprint file(s) or --dataset-id, or choose "
+            "another --out."
+        )
+
+    def identity(r: dict) -> tuple:
+        levels = r.get("levels") or [[None, None]]
+        return Path(str(r.get("path", ""))).name, tuple(levels[0]), r.get("mpp")
+
+    if yours and identity(earlier_record) != identity(record):
+        name, shape, mpp = identity(earlier_record)
+        raise UsageError(
+            f"{out} holds element(s) you added ({', '.join(yours)}) on the slide {name} ({shape[1]} x {shape[0]} px, "
+            f"{mpp} µm/px); this run is for {identity(record)[0]} ({record['levels'][0][1]} x "
+            f"{record['levels'][0][0]} px, {record['mpp']} µm/px), so they would no longer match. Nothing was "
+            "changed: choose another --out, or remove those elements first."
+        )
+    return earlier
+
+
+def _new_store(out: Path, attrs: dict) -> None:
+    """Create an empty SpatialData store at ``out`` in one rename (a kill leaves no half-made store there)."""
+    import os
+
+    import spatialdata as sd
+
+    tmp = out.with_name(f".{out.name}.new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     with quiet_ome_zarr():
-        sd.SpatialData(attrs=sdata.attrs).write(out)
-        sdata.path = out
-        if not args.no_image:  # the H&E, level by level from the file's own pyramid
-            for key in list(sdata.images):
-                sdata.write_element(key)
-        for name in args.shapes:
-            sdata.write_element(name)  # the predictions' tables link to them
-    return sdata
+        sd.SpatialData(attrs=attrs).write(tmp)
+    os.rename(tmp, out)
 
 
-def _aside(out: Path) -> Path:
-    return out.with_name(f".{out.name}.replaced")
+def _sweep_new_stores(out: Path) -> None:
+    """Tidy what killed processes left next to ``out``, so that it holds the earlier or the new result.
+
+    Half-made new stores go; an earlier store moved aside for a swap that did not finish (``_write``) goes back.
+    """
+    import os
+
+    def dead(p: Path) -> bool:
+        try:
+            os.kill(int(p.name.rsplit("-", 1)[-1]), 0)
+        except (ValueError, ProcessLookupError):
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    for p in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not dead(p):
+            continue
+        if out.exists():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            os.rename(p, out)
+            print(f"{out}: put back the earlier store an interrupted run had moved aside.", file=sys.stderr)
+    for p in out.parent.glob(f".{out.name}.new-*"):
+        if dead(p):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _slide_store(path: Path) -> bool:
     """Whether ``path`` is a zarr store that ``stpredict predict`` wrote for a slide file."""
-    import json
+    from ._core._store import store_attrs
 
-    meta = path / "zarr.json"
-    if not meta.is_file():
+    if not (path / "zarr.json").is_file():
         return False
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
-    return (attrs.get("stpredict") or {}).get("slide", {}).get("reader") == "read_wsi"
+    return ((store_attrs(path).get("stpredict") or {}).get("slide") or {}).get("reader") == "read_wsi"
 
 
 def _read_shapes_file(sdata: SpatialData, item: str, pixel_cs: str) -> str:
@@ -338,23 +490,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = load(args.model)
     if not slide:
         return _predict_into(_read_zarr(args.zarr), model, args, args.zarr)
-    import shutil
-
-    out = Path(args.out) if args.out else None
-    existed = out is not None and out.exists()
-    try:
-        sdata = _open_slide_store(args)
-        rc = _predict_into(sdata, model, args, args.out)
-    except BaseException:  # leave nothing half-written behind, and put back the store it was to replace
-        if out is not None and _aside(out).exists():
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.move(_aside(out), out)
-        elif out is not None and not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    if _aside(out).exists():
-        shutil.rmtree(_aside(out))
-    return rc
+    return _predict_slide(args, model)
 
 
 def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: str) -> int:
@@ -421,7 +557,7 @@ def _read_st(args: argparse.Namespace) -> int:
         raise UsageError("give either --section (with --data-dir) or all of --counts, --spots, --image.")
     print(summary(sdata))
     if args.out:
-        _write(sdata, Path(args.out), args.overwrite)
+        _write(sdata, Path(args.out), args.overwrite, by="stpredict read-st")
         print(f"\nwrote {args.out}")
     return 0
 
@@ -553,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Predict the dense map, square bins and any shapes. For a zarr store, the new elements are staged in the "
         "store and swapped in together at the end; nothing that is there is replaced without --overwrite. For a "
         "slide file (.svs, .ndpi, .tif, OME-TIFF, .mrxs, ...), the slide is read lazily with its pixel size and "
-        "everything (the H&E unless --no-image, the map, the bins) is written to a new zarr store at --out.",
+        "everything (the H&E unless --no-image, the map, the bins) is written to the zarr store --out in one step; "
+        "with --overwrite that replaces what an earlier run wrote there and keeps what you added.",
     )
     p.add_argument("zarr", help="the slide file, or the SpatialData zarr store to predict on and write into")
     p.add_argument("--model", required=True, help="model folder written by `stpredict train` (or model.save)")
@@ -589,7 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace elements an earlier stpredict run wrote (for a slide file: replace --out)",
+        help="replace elements an earlier stpredict run wrote; for a slide file, everything the earlier run into "
+        "--out wrote (elements you added to --out stay; see docs/safety.md)",
     )
     p.set_defaults(func=_predict)
 

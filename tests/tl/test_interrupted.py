@@ -249,3 +249,32 @@ def test_in_memory_scratch_of_dead_processes_is_swept(tmp_path, monkeypatch):
     (alive / "owner.json").write_text(f'{{"pid": {os.getpid()}, "host": "{socket.gethostname()}"}}')
     new = _store.scratch_dir()
     assert not dead.exists() and alive.exists() and new.exists() and Path(new).parent == tmp_path
+
+
+def test_recover_store_names_a_misspelt_path_or_what_is_not_a_store(tmp_path):
+    """Issue: recover_store on a misspelt path returned [] ("nothing to recover")."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        stp.io.recover_store(tmp_path / "mistyped.zarr")
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a SpatialData zarr store"):
+        stp.io.recover_store(tmp_path / "file.zarr")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="without zarr metadata"):
+        stp.io.recover_store(tmp_path / "folder")
+
+
+def test_overwrite_checks_the_store_on_disk_not_only_the_object(prepared, tmp_path):
+    """An element another session added to the store (not in this object) is never replaced either."""
+    base, _, model = prepared
+    store = tmp_path / "s.zarr"
+    shutil.copytree(base / "original.zarr", store)
+    s = sd.read_zarr(store)  # this session's object
+    other = sd.read_zarr(store)  # another session adds its own table under a name the next call writes
+    other.tables["mine_square_016um"] = other.tables["measured"].copy()
+    other.write_element("mine_square_016um")
+    assert "mine_square_016um" not in s.tables
+    with pytest.raises(ValueError, match="not written by stpredict"):
+        stp.tl.predict_dense(s, model, key_added="mine", bins_um=(16,), overwrite=True, progress=False)
+    np.testing.assert_array_equal(
+        _dense(sd.read_zarr(store).tables["mine_square_016um"].X), _dense(s.tables["measured"].X)
+    )

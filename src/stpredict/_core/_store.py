@@ -29,6 +29,7 @@ store the same object only changes ``sdata`` in memory, and only after everythin
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import hashlib
 import json
@@ -52,8 +53,13 @@ __all__ = [
     "ElementWriter",
     "check_new_names",
     "file_sha256",
+    "is_zarr_store",
     "recover_store",
     "scratch_dir",
+    "store_attrs",
+    "store_elements",
+    "store_registry",
+    "write_along",
     "written_elements",
 ]
 
@@ -102,9 +108,14 @@ def _element_type(sdata: SpatialData, name: str) -> str | None:
     return None
 
 
-def _merge_registry(record: Any, written: dict[str, Any], removed: Sequence[str]) -> dict[str, Any]:
-    """The ``attrs["stpredict"]`` record with ``removed`` dropped from, and ``written`` added to, its registry."""
-    reg = dict(record or {})
+def _merge_registry(
+    record: Any, written: dict[str, Any], removed: Sequence[str], attrs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``attrs["stpredict"]`` record with ``removed`` dropped from, and ``written`` added to, its registry.
+
+    ``attrs`` are further keys of the record (e.g. ``"slide"``) set in the same step.
+    """
+    reg = {**dict(record or {}), **(attrs or {})}
     reg[_WRITTEN_KEY] = {
         **{k: v for k, v in dict(reg.get(_WRITTEN_KEY) or {}).items() if k not in removed},
         **written,
@@ -112,24 +123,37 @@ def _merge_registry(record: Any, written: dict[str, Any], removed: Sequence[str]
     return reg
 
 
-def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -> list[str]:
+def check_new_names(
+    sdata: SpatialData, names: Sequence[str], overwrite: bool, *, own: Sequence[str] = ()
+) -> list[str]:
     """Check that ``names`` may be written; return those that will be replaced. Deletes nothing.
 
-    An existing name is refused unless ``overwrite=True`` and stpredict wrote that element (it is in
-    :func:`written_elements` with the same element type): stpredict never replaces the user's own data.
+    An existing name — in ``sdata`` or, when ``sdata`` is backed by zarr, in its store on disk — is refused unless
+    ``overwrite=True`` and stpredict wrote that element (it is in :func:`written_elements` of ``sdata`` or of the
+    store with the same element type): stpredict never replaces the user's own data. ``own`` names elements the
+    caller itself placed in ``sdata`` to be written (e.g. an image read lazily from a slide file): only the store is
+    checked for those.
     """
     dup = sorted(n for n, k in Counter(names).items() if k > 1)
     if dup:
         raise ValueError(f"The output names {dup} would be written twice; choose distinct names.")
-    existing = [n for n in names if n in sdata]
+    store = _backing_store(sdata)
+    on_disk = store_elements(store) if store is not None else {}
+
+    def type_of(n: str) -> str | None:
+        if n not in own and n in sdata:
+            return _element_type(sdata, n)
+        return on_disk.get(n)
+
+    existing = [n for n in names if type_of(n) is not None]
     if not existing:
         return []
     if not overwrite:
         raise ValueError(
             f"Element(s) {existing} already exist; pass `overwrite=True` to replace them, or choose another `key_added`."
         )
-    written = written_elements(sdata)
-    foreign = [n for n in existing if written.get(n, {}).get("type") != _element_type(sdata, n)]
+    written = {**(store_registry(store) if store is not None else {}), **written_elements(sdata)}
+    foreign = [n for n in existing if written.get(n, {}).get("type") != type_of(n)]
     if foreign:
         raise ValueError(
             f"Element(s) {foreign} were not written by stpredict (no provenance record in "
@@ -138,6 +162,42 @@ def check_new_names(sdata: SpatialData, names: Sequence[str], overwrite: bool) -
             "`sdata.delete_element_from_disk(name)` for a store on disk)."
         )
     return existing
+
+
+def _backing_store(sdata: SpatialData) -> Path | None:
+    return Path(sdata.path) if sdata.is_backed() and sdata.path is not None else None
+
+
+def store_elements(store: str | os.PathLike) -> dict[str, str]:
+    """``{name: element type}`` of the elements in a SpatialData zarr store, from its folders (reads no data)."""
+    found = {}
+    for t in _ELEMENT_TYPES:
+        folder = Path(store) / t
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if p.is_dir() and not p.name.startswith("."):
+                    found[p.name] = t
+    return found
+
+
+def store_attrs(store: str | os.PathLike) -> dict[str, Any]:
+    """The root attributes of a zarr store (v3 ``zarr.json`` or v2 ``.zattrs``); ``{}`` when there are none."""
+    root = _read_json(Path(store) / "zarr.json")
+    attrs = root.get("attributes") if root is not None else _read_json(Path(store) / ".zattrs")
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def store_registry(store: str | os.PathLike) -> dict[str, dict]:
+    """The provenance registry (:func:`written_elements`) as saved in a store's root attributes."""
+    reg = store_attrs(store).get(_ATTRS_KEY)
+    written = reg.get(_WRITTEN_KEY) if isinstance(reg, dict) else None
+    return dict(written) if isinstance(written, dict) else {}
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder with zarr root metadata (v3 ``zarr.json`` or v2 ``.zgroup``)."""
+    p = Path(path)
+    return p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zgroup").is_file())
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -256,15 +316,22 @@ def _drop_from_consolidated(store: Path, prefixes: Sequence[str]) -> None:
     _atomic_write_json(path, meta)
 
 
-def _finish_root(store: Path, written: dict[str, dict], removed: Sequence[str], consolidate: bool) -> None:
-    """Write the provenance registry into the root attributes, then refresh the consolidated metadata."""
+def _finish_root(
+    store: Path,
+    written: dict[str, dict],
+    removed: Sequence[str],
+    consolidate: bool,
+    attrs: dict[str, Any] | None = None,
+) -> None:
+    """Write the provenance registry (and ``attrs``) into the root attributes, then refresh the consolidated metadata."""
     import zarr
 
+    extra = attrs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
         attrs = dict(root.attrs.asdict())
-        root.attrs[_ATTRS_KEY] = _merge_registry(attrs.get(_ATTRS_KEY), written, removed)
+        root.attrs[_ATTRS_KEY] = _merge_registry(attrs.get(_ATTRS_KEY), written, removed, extra)
         if consolidate:
             zarr.consolidate_metadata(root.store)
         root.store.close()
@@ -307,20 +374,24 @@ def _apply(store: Path, tx: Path) -> None:
                 if f.is_file():
                     shutil.copy2(f, dst.parent / f.name)
         os.rename(src, dst)
-    _finish_root(store, journal["written"], journal["removed"], consolidate)
+    _finish_root(store, journal["written"], journal["removed"], consolidate, journal.get("attrs"))
     shutil.rmtree(tx, ignore_errors=True)
 
 
 def recover_store(path: str | os.PathLike) -> list[str]:
-    """Finish or undo what interrupted stpredict writes left in a zarr store.
+    """Finish or undo what interrupted stpredict writes left in a zarr store, and say which result it holds.
 
     stpredict stages each write in ``<store>/.stpredict/tx-*/`` (``staged.zarr`` and, once committed,
     ``journal.json``). A committed transaction is rolled forward: the staged elements are renamed into place under
     ``images/``, ``shapes/``, ``tables/`` …, the elements they replace are removed, and the provenance registry
-    (root ``attrs["stpredict"]["written"]``) and the consolidated metadata (``zarr.json``) are rewritten. An
-    uncommitted one (staging killed before it finished) is deleted once its process no longer runs; the store's
-    elements are not touched. Every stpredict write into a store calls this first; call it yourself after a crash
-    if you want the store tidy before reading it (it opens either way).
+    (root ``attrs["stpredict"]["written"]``) and the consolidated metadata (``zarr.json``) are rewritten: the store
+    holds the interrupted run's result. An uncommitted one (killed before its output was complete) is deleted once
+    its process no longer runs; the store's elements are not touched: it holds what it held before that run. Each
+    of these is logged as a warning that says which. Every stpredict write into a store calls this first; call it
+    yourself after a crash if you want the store tidy before reading it (it opens either way).
+
+    A store that ``stpredict predict SLIDE --out STORE --overwrite`` of stpredict 0.1 had set aside as
+    ``.STORE.replaced`` when it was killed is put back in place (the killed run's partial store is removed).
 
     Parameters
     ----------
@@ -329,26 +400,140 @@ def recover_store(path: str | os.PathLike) -> list[str]:
 
     Returns
     -------
-    The names of the transaction folders finished or removed.
+    The names of the transaction folders finished or removed (and ``".STORE.replaced"`` when one was put back).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist (a misspelt path is not "nothing to recover").
+    ValueError
+        When ``path`` is not a zarr store.
 
     """
     store = Path(path)
+    done = _restore_set_aside(store)
+    if not store.exists():
+        raise FileNotFoundError(
+            f"No zarr store at {str(store)!r}: the path does not exist. Check the spelling."
+        )
+    if not is_zarr_store(store):
+        what = "a file" if store.is_file() else "a folder without zarr metadata (zarr.json)"
+        raise ValueError(
+            f"{str(store)!r} is {what}, not a SpatialData zarr store; there is nothing to recover."
+        )
     hidden = store / HIDDEN_DIR
     if not hidden.is_dir():
-        return []
-    done = []
+        return done
     with _store_lock(store):
         for tx in sorted(hidden.glob("tx-*")):
             if (tx / "journal.json").exists():
-                logger.warning(
-                    f"Finishing the write {tx.name} that an interrupted run committed but did not complete."
-                )
+                journal = _read_json(tx / "journal.json") or {}
+                by = sorted({w.get("by", "?") for w in journal.get("written", {}).values()}) or ["stpredict"]
+                names = sorted(journal.get("written", {})) + sorted(journal.get("removed", []))
                 _apply(store, tx)
+                logger.warning(
+                    f"{store}: an interrupted run of {', '.join(by)} had committed its write {tx.name} but not "
+                    f"finished it; it is now finished, so the store holds that run's result ({', '.join(names)})."
+                )
                 done.append(tx.name)
         for name in _sweep_dead(hidden, "tx-*"):
-            logger.info(f"Removed the unfinished write {name} of an interrupted run.")
+            logger.warning(
+                f"{store}: an interrupted stpredict run ({name}) stopped before its output was complete; its partial "
+                "output was removed, so the store holds what it held before that run."
+            )
             done.append(name)
     return done
+
+
+def set_aside_path(store: Path) -> Path:
+    """Where stpredict 0.1's ``predict SLIDE --out STORE --overwrite`` kept the earlier store while it ran."""
+    return store.with_name(f".{store.name}.replaced")
+
+
+def _complete(store: Path) -> bool:
+    """Whether every element the consolidated metadata of ``store`` lists is on disk (a store half deleted is not)."""
+    found = _consolidated_file(store)
+    if found is None:
+        return is_zarr_store(store)
+    path, fmt = found
+    meta = _read_json(path) or {}
+    entries = (
+        (meta.get("consolidated_metadata") or {}).get("metadata", {})
+        if fmt == "v3"
+        else meta.get("metadata", {})
+    )
+    elements = {"/".join(k.split("/")[:2]) for k in entries if k.split("/")[0] in _ELEMENT_TYPES and "/" in k}
+    return all((store / e).is_dir() for e in elements)
+
+
+def _restore_set_aside(store: Path) -> list[str]:
+    """Put back a store that stpredict 0.1's slide ``--overwrite`` set aside and was killed before it finished."""
+    aside = set_aside_path(store)
+    if not aside.is_dir():
+        return []
+    if not (is_zarr_store(aside) and _complete(aside)):  # killed while deleting it after a successful run
+        if store.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+            logger.warning(
+                f"{store}: removed the rest of {aside.name}, the earlier store an interrupted run had almost "
+                "finished deleting after a successful run; the store holds that run's result."
+            )
+            return [aside.name]
+        raise RuntimeError(
+            f"{store} is missing and {aside} holds an incomplete store set aside by an interrupted run; "
+            "nothing was changed. Look inside it before removing it."
+        )
+    if store.exists():
+        trash = store.with_name(f".{store.name}.interrupted-{uuid.uuid4().hex[:8]}")
+        os.rename(store, trash)
+        os.rename(aside, store)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(aside, store)
+    logger.warning(
+        f"{store}: put back the earlier store that an interrupted `stpredict predict ... --overwrite` had set aside "
+        f"as {aside.name}; the store holds the result from before that run (its partial output was removed)."
+    )
+    return [aside.name]
+
+
+_JOINED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "stpredict_joined", default=None
+)
+
+
+@contextlib.contextmanager
+def write_along(
+    sdata: SpatialData,
+    own: Sequence[str],
+    *,
+    by: str,
+    remove: Sequence[str] = (),
+    attrs: dict[str, Any] | None = None,
+    stamp: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Have the next :class:`ElementWriter` on ``sdata`` inside the block write more in its one transaction.
+
+    ``own`` are elements already in ``sdata`` (in memory, e.g. an image read lazily from a slide file) to be written
+    to its store, recorded as written ``by``; ``remove`` are elements stpredict wrote earlier to remove; ``attrs``
+    are keys of the root ``attrs["stpredict"]`` record to set; ``stamp`` is added to the registry record of every
+    element that writer writes (e.g. a run id). The command line uses this to add the H&E copy and
+    the predictions of a slide to a store in one step. The yielded dict's ``"taken"`` says whether a writer did.
+    """
+    joined = {
+        "sdata": sdata,
+        "own": list(own),
+        "by": by,
+        "remove": list(remove),
+        "attrs": dict(attrs or {}),
+        "stamp": dict(stamp or {}),
+    }
+    joined["taken"] = False
+    token = _JOINED.set(joined)
+    try:
+        yield joined
+    finally:
+        _JOINED.reset(token)
 
 
 class ElementWriter:
@@ -364,19 +549,54 @@ class ElementWriter:
         Allow replacing elements of these names that stpredict wrote earlier.
     by
         The public function writing (recorded in the provenance registry), e.g. ``"tl.predict_dense"``.
+    own
+        Names (among ``names``) of elements the caller placed in ``sdata`` itself to have them written, such as an
+        image read lazily from a slide file; only the store is checked for those (see :func:`check_new_names`).
+    remove
+        Elements stpredict wrote earlier to remove in the same transaction (checked like replaced ones).
+    attrs
+        Keys of the root ``attrs["stpredict"]`` record to set in the same transaction (e.g. ``{"slide": ...}``).
 
     """
 
-    def __init__(self, sdata: SpatialData, names: Sequence[str], *, overwrite: bool, by: str) -> None:
+    def __init__(
+        self,
+        sdata: SpatialData,
+        names: Sequence[str],
+        *,
+        overwrite: bool,
+        by: str,
+        own: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
         self.sdata = sdata
-        self.names = list(names)
         self.by = by
-        self.replace = check_new_names(sdata, self.names, overwrite)
+        joined = _JOINED.get()
+        took = joined is not None and joined["sdata"] is sdata and not joined["taken"]
+        if took:
+            # the first writer on this sdata inside `write_along` takes the elements along
+            joined["taken"] = True
+            names = [*names, *joined["own"]]
+            own = [*own, *joined["own"]]
+            remove = [*remove, *joined["remove"]]
+            attrs = {**(attrs or {}), **joined["attrs"]}
+        self.stamp = joined["stamp"] if took else {}
+        self.names = list(names)
+        self.own = list(own)
+        self.remove = [n for n in remove if n not in self.names]
+        self.attrs = attrs
+        self.replace = check_new_names(sdata, self.names, overwrite, own=self.own)
+        self.remove = check_new_names(sdata, self.remove, True)
         self.elements: dict[str, Any] = {}
+        self._by: dict[str, str] = {}
         self.committed = False
         self._scratch: Path | None = None
         self._tx: Path | None = None
-        self.store = Path(sdata.path) if sdata.is_backed() and sdata.path is not None else None
+        self.store = _backing_store(sdata)
+        if took:
+            for n in joined["own"]:
+                self.add(n, sdata[n], by=joined["by"])
 
     # -- context
     def __enter__(self) -> ElementWriter:
@@ -414,11 +634,16 @@ class ElementWriter:
                 self._scratch = scratch_dir()
         return self._scratch
 
-    def add(self, name: str, element: Any) -> None:
-        """Queue ``element`` to be added under ``name`` (one of the names given on creation)."""
+    def add(self, name: str, element: Any, *, by: str | None = None) -> None:
+        """Queue ``element`` to be added under ``name`` (one of the names given on creation).
+
+        ``by`` records another writer than the writer's own in the provenance registry.
+        """
         if name not in self.names:
             raise RuntimeError(f"{name!r} was not declared to the ElementWriter ({self.names}).")
         self.elements[name] = element
+        if by is not None:
+            self._by[name] = by
 
     # -- outcome
     def rollback(self) -> None:
@@ -435,22 +660,27 @@ class ElementWriter:
             return
         staged = self._staged_sdata()
         record = {
-            "by": self.by,
             "stpredict_version": __version__,
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         types = {n: _element_type(staged, n) for n in self.elements}
-        written = {n: {"type": types[n], **record} for n in self.elements}
-        removed = [n for n in self.replace if n not in self.elements]
+        written = {
+            n: {"type": types[n], "by": self._by.get(n, self.by), **record, **self.stamp}
+            for n in self.elements
+        }
+        removed = [n for n in self.replace if n not in self.elements] + self.remove
         if self.store is not None:
             self._commit_to_store(staged, types, written, removed)
-        for n in self.replace:
-            del self.sdata[n]
+        for n in self.replace + self.remove:
+            if n in self.sdata and (n not in self.own or n not in self.elements):
+                del self.sdata[n]
         for n, el in self.elements.items():
             getattr(self.sdata, types[n])[n] = el
         if self.store is not None:
             self._reload_images(types)
-        self.sdata.attrs[_ATTRS_KEY] = _merge_registry(self.sdata.attrs.get(_ATTRS_KEY), written, removed)
+        self.sdata.attrs[_ATTRS_KEY] = _merge_registry(
+            self.sdata.attrs.get(_ATTRS_KEY), written, removed, self.attrs
+        )
         self.committed = True
 
     def _staged_sdata(self) -> SpatialData:
@@ -468,11 +698,21 @@ class ElementWriter:
             staged.write(self.tx / "staged.zarr", consolidate_metadata=False, update_sdata_path=False)
         moves = [{"type": types[n], "name": n} for n in self.elements]
         # replaced elements that are not re-added (none today) are moved out as well
-        moves += [{"type": _element_type(self.sdata, n), "name": n, "remove": True} for n in removed]
+        on_disk = store_elements(self.store)
+        moves += [
+            {"type": on_disk.get(n) or _element_type(self.sdata, n), "name": n, "remove": True}
+            for n in removed
+        ]
         consolidated = _consolidated_file(self.store) is not None
         _atomic_write_json(
             self.tx / "journal.json",
-            {"moves": moves, "written": written, "removed": removed, "consolidated": consolidated},
+            {
+                "moves": moves,
+                "written": written,
+                "removed": removed,
+                "consolidated": consolidated,
+                "attrs": self.attrs,
+            },
         )
         with _store_lock(self.store):
             _apply(self.store, self.tx)

@@ -46,13 +46,36 @@ def _write_10x_h5(adata: AnnData, path: Path) -> None:
         feats.create_dataset("name", data=np.asarray(adata.var_names, dtype="S"))
 
 
+#: The file that marks a folder written by ``write_visium_outs``/``write_visium_hd_outs`` (only those are replaced).
+MARKER = ".stpredict-outs"
+
+
 def fresh_folder(path: str | Path, overwrite: bool) -> Path:
-    """``path`` as a folder about to be written: an existing one is an error unless ``overwrite`` (then removed)."""
+    """``path`` as a folder about to be written: an existing one is an error unless ``overwrite`` (then removed).
+
+    ``overwrite`` replaces only a folder that these writers wrote (it holds :data:`MARKER`) or an empty one, never
+    a file or another folder (a real Space Ranger ``outs/``, say).
+    """
     path = Path(path)
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
+        if not path.is_dir():
+            raise FileExistsError(
+                f"{path} is a file; `overwrite=True` replaces only a folder this function wrote."
+            )
+        if any(path.iterdir()) and not (path / MARKER).is_file():
+            raise FileExistsError(
+                f"{path} is a folder that stpredict did not write (no {MARKER} file in it), so even "
+                "`overwrite=True` does not replace it: it may be a real Space Ranger output. Choose another path."
+            )
         shutil.rmtree(path)
+    return path
+
+
+def mark_written(path: Path) -> Path:
+    """Mark ``path`` as written by stpredict's ``outs/`` writers (the last step of a complete write)."""
+    (path / MARKER).write_text("written by stpredict.datasets; overwrite=True may replace this folder\n")
     return path
 
 
@@ -169,4 +192,4 @@ def write_visium_hd_outs(
         (bdir / "spatial" / "scalefactors_json.json").write_text(
             json.dumps({**base_sf, "spot_diameter_fullres": bin_um / mpp, "bin_size_um": bin_um})
         )
-    return path
+    return mark_written(path)
