@@ -156,6 +156,8 @@ def check_counts(X: Any, what: str, *, integer: bool = True, sample: int = 200_0
 
     vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
     if vals.size == 0:
+        if sp.issparse(X) and 0 not in X.shape:  # sparse, but nothing stored: every value is 0
+            raise ValueError(_no_counts(what, X.shape))
         raise ValueError(f"{what} is empty (no observations or no genes).")
     if vals.size > sample:
         vals = vals[:: vals.size // sample]
@@ -250,9 +252,19 @@ def check_unique_var_names(table: Any, what: str) -> None:
         )
 
 
+def _no_counts(what: str, shape: tuple[int, ...]) -> str:
+    return (
+        f"{what} has no counts (all {shape[0]} × {shape[1]} values are 0): there is nothing to learn or score "
+        "from it. Check that `X` holds the raw counts (e.g. `table.X = table.layers['counts']`, or read the "
+        "section again), or leave this section out."
+    )
+
+
 def check_table_counts(table: Any, what: str) -> None:
-    """A table of measured raw counts: observations, unique gene names, counts (:func:`check_counts`)."""
+    """A table of measured raw counts: observations, unique gene names, counts (:func:`check_counts`), not all 0."""
     if table.n_obs == 0 or table.n_vars == 0:
         raise ValueError(f"{what} is empty ({table.n_obs} observations × {table.n_vars} genes).")
     check_unique_var_names(table, what)
     check_counts(table.X, what)
+    if not np.asarray(table.X.sum()).any():  # counts are non-negative: a zero sum is a table of zeros
+        raise ValueError(_no_counts(what, table.shape))

@@ -17,7 +17,15 @@ from .._progress import tqdm
 from .._settings import settings
 from .._types import Coverage
 from ..module import LinearProbeModule, to_torch_sparse
-from ..train import SectionData, TileSampler, fit_ridge, load_section, mean_pcc, pixnet_score
+from ..train import (
+    SectionData,
+    TileSampler,
+    fit_ridge,
+    mean_pcc,
+    pixnet_score,
+    section_data,
+    training_targets,
+)
 from ._base import Preset, architecture
 from ._dense import DenseModel
 
@@ -108,6 +116,8 @@ class LinearProbe(DenseModel):
         batches = TileSampler(
             [section], tile_size=self.config["tile_size"], augment=False, coverage=coverage
         ).fixed_batches(batch_size)
+        if not batches:  # no footprint fits in a tile
+            return np.zeros((0, 0)), np.zeros((0, len(self.genes)))
         net = self.module.to(device).eval()
         X, Y = [], []
         for b in tqdm(batches, desc=f"features {section.name}", progress=progress, leave=False):
@@ -175,29 +185,55 @@ class LinearProbe(DenseModel):
         sdatas, tables, keys, train_idx, val_idx, names = self._prepare(
             sdata, tables, image_key, validation, n_top_genes
         )
+        parts = training_targets(
+            sdatas,
+            image_keys=keys,
+            tables=tables,
+            recipe=self.recipe,
+            names=names,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            tiles=tiles,
+        )
         dev = settings.resolve_device(device)
         t0 = time.perf_counter()
         data = {}
+        T = self.config["tile_size"]
         try:
             for i in range(len(sdatas)):
-                sec = load_section(
-                    sdatas[i],
-                    image_key=keys[i],
-                    tables=tables,
-                    recipe=self.recipe,
-                    train_mpp=self.train_mpp,
-                    name=names[i],
-                    tiles=tiles if i in train_idx else None,  # as TrainingRun.tiles_for
+                if not any(len(p) for p in parts[i]):  # a training section without footprints (warned)
+                    continue
+                sec = section_data(
+                    sdatas[i], parts[i], image_key=keys[i], train_mpp=self.train_mpp, name=names[i]
                 )
-                data[i] = self._features(
+                X, Y = self._features(
                     sec, batch_size=batch_size, coverage=coverage, device=dev, progress=progress
                 )
+                if len(X) < sec.n_footprints:  # too large for a tile, or covering no pixel centre
+                    msg = (
+                        f"{sec.n_footprints - len(X)} of the {sec.n_footprints} footprints of section {names[i]!r} lie "
+                        f"wholly in none of the {T} px feature tiles at {self.train_mpp:g} µm/px ({T * self.train_mpp:g} "
+                        "µm, overlapping by half) or cover no pixel centre"
+                    )
+                    if not len(X) and i in val_idx:
+                        raise ValueError(
+                            f"{msg}: the validation section has nothing to score. Raise `tile_size`."
+                        )
+                    logger.warning(f"{msg}; they are left out (raise `tile_size` to use them).")
+                if len(X):
+                    data[i] = (X, Y)
         finally:
             self.module.cpu()
-        X = np.vstack([data[i][0] for i in train_idx])
-        Y = np.vstack([data[i][1] for i in train_idx])
-        groups = np.concatenate([np.full(len(data[i][0]), i) for i in train_idx])
-        if len(train_idx) < 2:  # one training section: 5 random folds
+        fit_idx = [i for i in train_idx if i in data]
+        if not fit_idx:
+            raise ValueError(
+                f"None of the training footprints fits in a {T} px tile at {self.train_mpp:g} µm/px "
+                f"({T * self.train_mpp:g} µm): there is nothing to fit. Raise `tile_size` so that a tile holds a footprint."
+            )
+        X = np.vstack([data[i][0] for i in fit_idx])
+        Y = np.vstack([data[i][1] for i in fit_idx])
+        groups = np.concatenate([np.full(len(data[i][0]), i) for i in fit_idx])
+        if len(fit_idx) < 2:  # one training section: 5 random folds
             groups = np.random.default_rng(seed).integers(5, size=len(X))
         ridge = fit_ridge(
             X, Y, groups=groups, alphas=self.config["alphas"], alpha=self.config["alpha"], lam=lam

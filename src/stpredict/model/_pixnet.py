@@ -12,7 +12,7 @@ import numpy as np
 from .._logging import logger
 from .._types import Coverage, MapSpace, OutActivation, TableWeighting, check_choice
 from ..module import PixNetModule
-from ..train import TilePlan, load_section
+from ..train import TilePlan, section_data, training_targets
 from ._base import Preset, architecture
 from ._dense import DenseModel
 from ._trained import TrainedModel, TrainingRun
@@ -200,24 +200,29 @@ class PixNet(DenseModel, TrainedModel):
     def _training_plan(self, run: TrainingRun) -> TilePlan:
         opts: PixNetTrainOptions = run.options
         self._warn_sparse_log_targets(run)
-        sections = [
-            load_section(
-                sdata,
-                image_key=run.image_keys[i],
-                tables=run.tables,
-                recipe=self.recipe,
-                train_mpp=self.train_mpp,
-                name=run.names[i],
-                tiles=run.tiles_for(i),
-                counts=self.map_space == "rate",
+        parts = training_targets(
+            run.sdatas,
+            image_keys=run.image_keys,
+            tables=run.tables,
+            recipe=self.recipe,
+            names=run.names,
+            train_idx=run.train_idx,
+            val_idx=run.val_idx,
+            tiles=run.tiles,
+            counts=self.map_space == "rate",
+        )
+        sections = {  # a training section without footprints is left out (check_supervision warned)
+            i: section_data(
+                sdata, parts[i], image_key=run.image_keys[i], train_mpp=self.train_mpp, name=run.names[i]
             )
             for i, sdata in enumerate(run.sdatas)
-        ]
-        train = [sections[i] for i in run.train_idx]
+            if any(len(p) for p in parts[i])
+        }
+        train = [sections[i] for i in run.train_idx if i in sections]
         plan = TilePlan(
             self.module,
             train,
-            [sections[i] for i in run.val_idx],
+            [sections[i] for i in run.val_idx],  # each has footprints (check_supervision)
             tile_size=self.config["tile_size"],
             batch_size=run.batch_size,
             augment=run.augment,

@@ -23,7 +23,7 @@ from .._core import (
 from .._logging import logger
 from .._settings import settings
 from ..module import SpotRegressorModule
-from ..train import Cropper, CropPlan, CropSet, predict_crops, section_footprints
+from ..train import Cropper, CropPlan, CropSet, predict_crops, training_targets
 from ._base import Preset, architecture
 from ._trained import TrainedModel, TrainingRun
 
@@ -97,30 +97,32 @@ class SpotRegressor(TrainedModel):
         )
 
     def _training_plan(self, run: TrainingRun) -> CropPlan:
-        sets = []
+        parts = training_targets(
+            run.sdatas,
+            image_keys=run.image_keys,
+            tables=run.tables,
+            recipe=self.recipe,
+            names=run.names,
+            train_idx=run.train_idx,
+            val_idx=run.val_idx,
+            tiles=run.tiles,
+        )
+        sets: dict[int, CropSet] = {}
         for i, sdata in enumerate(run.sdatas):
+            full = [p for p in parts[i] if len(p)]
+            if not full:  # a training section without footprints (check_supervision warned)
+                continue
             key = run.image_keys[i]
-            parts = [
-                section_footprints(
-                    sdata, t, key, recipe=self.recipe, tiles=run.tiles_for(i), name=run.names[i]
-                )
-                for t in run.tables
-            ]
-            sets.append(
-                CropSet(
-                    Cropper(sdata, key),
-                    np.vstack([fp.centres for fp, _ in parts]),
-                    np.concatenate([self.config["crop_factor"] * footprint_diameters(fp) for fp, _ in parts]),
-                    np.vstack([y for _, y in parts]),
-                    get_mpp(sdata, key),
-                )
+            sets[i] = CropSet(
+                Cropper(sdata, key),
+                np.vstack([p.footprints.centres for p in full]),
+                np.concatenate(
+                    [self.config["crop_factor"] * footprint_diameters(p.footprints) for p in full]
+                ),
+                np.vstack([p.targets for p in full]),
+                get_mpp(sdata, key),
             )
-        train = [sets[i] for i in run.train_idx]
-        empty = [i for i in run.train_idx if len(sets[i]) == 0]
-        if empty:
-            raise ValueError(
-                f"Training section(s) {empty} have no footprint{' in the tiles' if run.tiles else ''}."
-            )
+        train = [sets[i] for i in run.train_idx if i in sets]
         if self.config["input_size"] is None:
             um = np.concatenate([s.windows * s.mpp for s in train])
             self.config["input_size"] = max(32, round(float(np.median(um)) / self.train_mpp))
@@ -137,7 +139,7 @@ class SpotRegressor(TrainedModel):
         return CropPlan(
             self.module,
             train,
-            [sets[i] for i in run.val_idx],
+            [sets[i] for i in run.val_idx],  # each has footprints (check_supervision)
             size=self.config["input_size"],
             batch_size=run.batch_size,
             augment=run.augment,

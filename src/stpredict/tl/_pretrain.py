@@ -48,6 +48,7 @@ def _collect_tiles(
     sdatas: Sequence[SpatialData],
     image_keys: Sequence[str],
     *,
+    names: Sequence[str],
     train_mpp: float,
     pool_px: int,
     n_tiles: int,
@@ -65,12 +66,15 @@ def _collect_tiles(
         side = pool_px * train_mpp / get_mpp(sdata, key)  # full-resolution px per pool tile
         cands.append((_tile_centres(sdata, key, side / 2, tiles, rng), side))
     sizes = np.array([len(c) for c, _ in cands])
+    where = f"inside the tiles {tiles!r}" if tiles else "on tissue"
     if sizes.sum() == 0:
         raise ValueError(
-            "No tissue found to draw tiles from"
-            + (f" inside the tiles {tiles!r}" if tiles else "")
+            f"No tissue found to draw tiles from (no tile {where} in slide(s) {list(names)})"
             + "; check the images (H&E on a light background) or pass `tiles=` from `stpredict.pp.select_tiles`."
         )
+    empty = [n for n, k in zip(names, sizes, strict=True) if k == 0]
+    if empty:
+        logger.warning(f"No tile {where} in slide(s) {empty}: pretraining draws no tiles from them.")
     flat = np.concatenate([np.c_[np.full(n, i), np.arange(n)] for i, n in enumerate(sizes)])
     pick = flat[rng.choice(len(flat), size=n_tiles, replace=n_tiles > len(flat))]
     pick = pick[np.lexsort((pick[:, 1], pick[:, 0]))]  # read slide by slide, in position order
@@ -254,7 +258,7 @@ def pretrain_encoder(
     if overwrite:
         state_path.unlink(missing_ok=True)
     elif state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = _read_state(state_path)
         if state.get("config") != config:
             raise FileExistsError(
                 f"{state_path} holds an interrupted pretraining with other settings; pass `overwrite=True` to start "
@@ -262,14 +266,19 @@ def pretrain_encoder(
             )
         logger.info(f"Resuming the pretraining in {state_path} after epoch {len(state['history'])}.")
     elif weights.exists():
-        old = json.loads(meta_path.read_text()).get("config") if meta_path.is_file() else None
-        if old == config and file_sha256(weights) == json.loads(meta_path.read_text()).get("sha256"):
+        meta = _read_meta(meta_path)
+        old = meta.get("config")
+        if old == config and file_sha256(weights) == meta.get("sha256"):
             logger.info(f"{weights} was pretrained with these settings already; returning it.")
             return weights
+        if old == config:
+            why = f" but does not match the checksum in {meta_path.name}: it was truncated or modified after pretraining"
+        elif old:
+            why = f" and was trained otherwise ({_diff(old, config)})"
+        else:
+            why = f" and {meta.get('_problem', f'has no record {meta_path.name} beside it')}"
         raise FileExistsError(
-            f"{weights} exists"
-            + (f" and was trained otherwise ({_diff(old, config)})" if old else "")
-            + "; pass `overwrite=True` to replace it, or another path."
+            f"{weights} exists{why}; pass `overwrite=True` to replace it with a new pretraining, or another path."
         )
     weights.parent.mkdir(parents=True, exist_ok=True)
     dev = settings.resolve_device(device)
@@ -278,6 +287,7 @@ def pretrain_encoder(
     pool, per_slide = _collect_tiles(
         sdatas,
         image_keys,
+        names=config["slides"],
         train_mpp=train_mpp,
         pool_px=pool_px,
         n_tiles=n_tiles,
@@ -327,6 +337,42 @@ def pretrain_encoder(
         )
     logger.info(f"Wrote {weights} (loss {last['loss']:.4f}, z_std {last['z_std']:.3f}).")
     return weights
+
+
+_STATE_KEYS = ("net", "optimizer", "generator", "history", "config")
+
+
+def _read_state(path: Path) -> dict:
+    """The resume state of an interrupted pretraining, or a clear error when it cannot be used."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a damaged file (EOF, pickle, zip)
+        first = str(exc).splitlines()[0].split(". ")[0].strip().rstrip(".") if str(exc) else "-"
+        why = f"it is truncated or corrupt ({type(exc).__name__}: {first})"
+    else:
+        missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else list(_STATE_KEYS)
+        if not missing:
+            return state
+        why = f"it is not a pretraining state (it lacks {missing})"
+    raise ValueError(
+        f"{path}, the saved state of an interrupted pretraining, cannot be resumed: {why}. Pass `overwrite=True` "
+        "to delete it and start the pretraining afresh."
+    )
+
+
+def _read_meta(path: Path) -> dict:
+    """The record ``{weights}.json`` of finished weights; ``{"_problem": ...}`` when it is missing or unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {"_problem": f"its record {path.name} cannot be read (truncated or corrupt: {exc})"}
+    if not isinstance(meta, dict):
+        return {"_problem": f"its record {path.name} is not a pretraining record"}
+    return meta
 
 
 def _diff(old: dict | None, new: dict) -> str:

@@ -1,5 +1,7 @@
 """Training: data layer, training plans, the one epoch loop and the ridge fit. Imports torch.
 
+- :func:`training_targets` / :func:`check_supervision`: every model's training footprints and targets,
+  refused before the first step when they teach nothing;
 - :func:`load_section` / :class:`SectionData`: a section at the training pixel size;
 - :class:`TilePlan` (PixNet) and :class:`CropPlan` (SpotRegressor): what one training step does;
 - :func:`fit`: the epoch loop every trained model shares (optimiser, validation, early stopping,
@@ -12,7 +14,16 @@
 """
 
 from ._crops import Cropper, CropPlan, CropSet, predict_crops
-from ._data import SectionData, load_section, section_footprints
+from ._data import (
+    SectionData,
+    TableTargets,
+    check_supervision,
+    load_section,
+    section_data,
+    section_footprints,
+    section_targets,
+    training_targets,
+)
 from ._distributed import Distributed, is_main_process
 from ._loop import TrainingPlan, fit
 from ._loss import batch_pcc, grouped_loss, pixnet_loss, poisson_deviance
@@ -30,11 +41,13 @@ __all__ = [
     "RidgeFit",
     "SectionData",
     "SimSiam",
+    "TableTargets",
     "TilePlan",
     "TileSampler",
     "TrainingPlan",
     "batch_loss",
     "batch_pcc",
+    "check_supervision",
     "evaluate_batches",
     "fit",
     "fit_ridge",
@@ -50,5 +63,8 @@ __all__ = [
     "predict_crops",
     "pretrain_simsiam",
     "run_batch",
+    "section_data",
     "section_footprints",
+    "section_targets",
+    "training_targets",
 ]

@@ -542,6 +542,11 @@ class TilePlan:
             if val
             else []
         )
+        if val and not self.val_batches:
+            raise ValueError(
+                f"No footprint of the validation section(s) {[sec.name for sec in val]} fits in a {tile_size} px tile: "
+                "there is nothing to score. Raise `tile_size`, or hold out another section with `validation=`."
+            )
         self.batch_size = batch_size
         self.frozen = frozen
         self.cache = FeatureCache(feature_cache_size) if frozen else None
