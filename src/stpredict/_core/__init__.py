@@ -7,7 +7,8 @@
 - :mod:`._recipe`: gene choice and count normalisation;
 - :mod:`._elements`: tables linked to shapes, rows matched by footprint;
 - :mod:`._store`: the one element writer: checked names, provenance, staged transactional writes;
-- :mod:`._metrics`: per-gene PCC and PCC@F/S/M.
+- :mod:`._metrics`: per-gene PCC and PCC@F/S/M;
+- :mod:`._files`: the checks of the paths users pass (missing, a folder for a file or the reverse, truncated).
 """
 
 from ._aggregate import accumulate_blocks, aggregate_footprints

@@ -8,9 +8,9 @@ from typing import Any
 
 from spatialdata import SpatialData
 
+from .._core._files import check_files
 from .._settings import settings
 from ..io._st import read_st
-from ..io._utils import check_files
 
 __all__ = ["HER2ST_SECTIONS", "her2st", "her2st_dir"]
 
@@ -35,12 +35,22 @@ def her2st_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def local_dir(data_dir: str | os.PathLike | None, env: str, name: str) -> Path:
-    """A local dataset folder: ``data_dir``, else the environment variable ``env``, else ``settings.datasetdir / name``."""
+    """A local dataset folder: ``data_dir``, else the environment variable ``env``, else ``settings.datasetdir / name``.
+
+    A file there (where the folder of the files is expected) is an error; a folder that does not exist is not (the
+    loaders list the files they miss).
+    """
     if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    return Path(settings.datasetdir) / name
+        path, source = Path(data_dir), "`data_dir`"
+    elif os.environ.get(env):
+        path, source = Path(os.environ[env]), f"${env}"
+    else:
+        path, source = Path(settings.datasetdir) / name, "`settings.datasetdir`"
+    if path.is_file():
+        raise NotADirectoryError(
+            f"{source} {str(path)!r} is a file, not a folder. Expected the folder that holds the {name} files."
+        )
+    return path
 
 
 def her2st_files(section: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -77,11 +87,13 @@ def her2st(section: str, *, data_dir: str | os.PathLike | None = None, **kwargs:
 
     """
     files = her2st_files(section, data_dir)
+    folder = her2st_dir(data_dir)
     check_files(
         files,
-        f"HER2ST section {section!r} in {her2st_dir(data_dir)}",
+        f"HER2ST section {section!r} in {folder}",
         hint=(
-            "\nPass `data_dir=` or set STPREDICT_HER2ST_DIR to the folder with the HER2ST files "
+            ("" if folder.is_dir() else f"\nThe folder {folder} does not exist.")
+            + "\nPass `data_dir=` or set STPREDICT_HER2ST_DIR to the folder with the HER2ST files "
             "(github.com/almaan/her2st; stpredict downloads nothing)."
         ),
     )

@@ -17,11 +17,11 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .. import _constants as C
+from .._core._files import check_files
 from .._core._image import default_image_key, full_resolution
 from .._core._mpp import get_mpp
 from .._core._validate import check_mpp_value, check_name
 from ..io._hest import HEST_TECHNOLOGIES, hest_files, read_hest
-from ..io._utils import check_files
 from ._her2st import local_dir
 from ._slide import write_slide
 from ._visium_outs import _barcodes
@@ -82,7 +82,11 @@ def hest(sample_id: str, *, data_dir: str | os.PathLike | None = None, **kwargs:
         more = f", … ({len(found)} in all)" if len(found) > 10 else ""
         listing = f"\nSamples in {st}: {', '.join(found[:10])}{more}."
     else:
-        listing = f"\n{root} holds no HEST sample (no st/*.h5ad)."
+        listing = (
+            f"\n{root} holds no HEST sample (no st/*.h5ad)."
+            if root.is_dir()
+            else f"\nThe folder {root} does not exist."
+        )
     check_files(
         hest_files(root, sample_id),
         f"HEST sample {sample_id!r} in {root}",

@@ -24,7 +24,6 @@ wrong 0.2125 (https://github.com/mahmoodlab/HEST/issues/106).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +39,7 @@ from spatialdata import SpatialData
 from spatialdata.models import ShapesModel, TableModel
 
 from .. import _constants as C
+from .._core._files import check_dir, check_hdf5, corrupt_file_error, read_json
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._core._validate import check_int, check_mpp_value, check_name, check_number
 from .._logging import logger
@@ -66,6 +66,18 @@ _CIRCLES = {
 _SQUARES = ("Visium HD", "Xenium")
 _AGREE_REL = 0.05
 _MIN_GRID_SPOTS = 3
+#: The fix for a truncated or corrupt file of a HEST sample.
+_REDOWNLOAD = (
+    "Download the sample again (https://huggingface.co/datasets/MahmoodLab/hest): a download cut short leaves such "
+    "files."
+)
+
+
+_EXPECTED = {
+    "wsi": "the sample's whole-slide image",
+    "st": "the sample's AnnData file",
+    "metadata": "the sample's JSON metadata",
+}
 
 
 def hest_files(path: PathLike, sample_id: str) -> dict[str, Path]:
@@ -214,8 +226,11 @@ def read_hest(
     ------
     FileNotFoundError
         When a file is missing (the message lists the three and which are missing).
+    NotADirectoryError, IsADirectoryError
+        When ``path`` is a file, or a sample file is a folder.
     ValueError
-        When X does not hold raw counts, the pixel size is unknown, or no spot lies on the image.
+        When a file is truncated or corrupt, X does not hold raw counts, the pixel size is unknown, or no spot
+        lies on the image.
 
     Examples
     --------
@@ -230,21 +245,24 @@ def read_hest(
         mpp = check_mpp_value(mpp)
     if spot_diameter_um is not None:
         spot_diameter_um = check_number("spot_diameter_um", spot_diameter_um)
+    check_dir(root, "HEST folder", expected="the HEST folder, the one holding wsis/, st/ and metadata/")
     files = hest_files(root, sample_id)
     check_files(
         files,
         f"read_hest({str(root)!r}, {sample_id!r})",
         "\nPass the HEST folder (the one holding wsis/, st/ and metadata/) and a sample id it contains; stpredict "
         "downloads nothing (https://huggingface.co/datasets/MahmoodLab/hest).",
+        expected=_EXPECTED,
     )
-    try:
-        meta = json.loads(files["metadata"].read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{files['metadata']} is not valid JSON ({exc}).") from exc
+    meta = read_json(files["metadata"], "The sample's metadata", fix=_REDOWNLOAD)
     if not isinstance(meta, dict):
         raise ValueError(f"{files['metadata']} must hold a JSON object (HEST's per-sample metadata).")
     technology = _technology(meta)
-    adata = ad.read_h5ad(files["st"])
+    check_hdf5(files["st"], "The sample's counts file", fix=_REDOWNLOAD)
+    try:
+        adata = ad.read_h5ad(files["st"])
+    except OSError as exc:  # h5py: an object of the file cannot be read
+        raise corrupt_file_error(files["st"], "The sample's counts file", exc, fix=_REDOWNLOAD) from exc
     X = _counts(adata, files["st"], var_names_make_unique)
     if C.SPATIAL_KEY not in adata.obsm:
         raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from spatialdata import SpatialData
 from spatialdata.models import ShapesModel, TableModel
 
 from .. import _constants as C
+from .._core._files import corrupt_file_error, ends_mid_line
 from .._core._image import parse_rgb_image
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._core._validate import check_int, check_mpp_value, check_name, check_number
@@ -23,6 +25,11 @@ from ._utils import PathLike, check_files, load_rgb
 __all__ = ["read_st"]
 
 _SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y")
+_EXPECTED = {
+    "counts": "the tab-separated counts table, .tsv or .tsv.gz",
+    "spots": "the tab-separated spot table, .tsv",
+    "image": "the full-resolution H&E image, JPEG, PNG or TIFF",
+}
 
 
 def _examples(values, n: int = 5) -> str:
@@ -31,11 +38,37 @@ def _examples(values, n: int = 5) -> str:
     return ", ".join(map(repr, values[:n])) + more
 
 
+def _read_tsv(path: PathLike, what: str, **kwargs) -> pd.DataFrame:
+    """A tab-separated file; one that does not decompress or parse, or whose last row is cut, is named as such."""
+    try:
+        df = pd.read_csv(path, sep="\t", **kwargs)
+    except (
+        EOFError,
+        OSError,
+        UnicodeDecodeError,
+        zlib.error,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+    ) as exc:
+        raise corrupt_file_error(path, what, exc) from exc
+    if len(df) > 1 and ends_mid_line(path):
+        # a file cut mid-line leaves its last row without the values of the last column(s)
+        short = df.columns[df.iloc[-1].isna().to_numpy() & df.iloc[:-1].notna().all().to_numpy()]
+        if len(short):
+            raise corrupt_file_error(
+                path,
+                what,
+                f"its last row ({df.index[-1]!r}) has no value in column(s) {_examples(short)} that every other "
+                "row has: the file was cut short",
+            )
+    return df
+
+
 def _read_counts(counts: PathLike | pd.DataFrame, var_names_make_unique: bool) -> pd.DataFrame:
     if isinstance(counts, pd.DataFrame):
         df = counts
     else:
-        df = pd.read_csv(counts, sep="\t", index_col=0)
+        df = _read_tsv(counts, "The counts table", index_col=0)
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise ValueError(
             f"The counts table {'' if isinstance(counts, pd.DataFrame) else repr(str(counts)) + ' '}is empty "
@@ -67,7 +100,7 @@ def _read_counts(counts: PathLike | pd.DataFrame, var_names_make_unique: bool) -
 
 
 def _read_spots(spots: PathLike | pd.DataFrame) -> pd.DataFrame:
-    df = spots if isinstance(spots, pd.DataFrame) else pd.read_csv(spots, sep="\t")
+    df = spots if isinstance(spots, pd.DataFrame) else _read_tsv(spots, "The spot table")
     missing = [c for c in _SPOT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -76,6 +109,12 @@ def _read_spots(spots: PathLike | pd.DataFrame) -> pd.DataFrame:
         )
     if len(df) == 0:
         raise ValueError("The spot table is empty.")
+    blank = df[list(_SPOT_COLUMNS)].isna().any(axis=1).to_numpy()
+    if blank.any():
+        raise ValueError(
+            f"{int(blank.sum())} row(s) of the spot table (e.g. row(s) {_examples(np.flatnonzero(blank))}) have no "
+            f"value in {list(_SPOT_COLUMNS)}; every spot needs its array position and its pixel centre."
+        )
     df = df.copy()
     df.index = df["x"].astype(int).astype(str) + "x" + df["y"].astype(int).astype(str)
     if df.index.duplicated().any():
@@ -188,7 +227,7 @@ def read_st(
         for name, f in (("counts", counts), ("spots", spots), ("image", image))
         if not isinstance(f, pd.DataFrame | np.ndarray)
     }
-    check_files(files, "read_st")
+    check_files(files, "read_st", expected=_EXPECTED)
     check_name("dataset_id", dataset_id)
     downsample = check_int("downsample", downsample)
     spot_diameter_um = check_number("spot_diameter_um", spot_diameter_um)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import zarr
 
+from .._core._files import check_dir
 from ._utils import PathLike
 
 __all__ = ["read_table"]
@@ -34,6 +33,17 @@ def read_table(path: PathLike, name: str, *, lazy: bool = True) -> ad.AnnData:
     The table as :class:`~anndata.AnnData` (``X`` a :class:`dask.array.Array` when ``lazy``), with its spatialdata
     annotation (``uns["spatialdata_attrs"]``) as written.
 
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist (the message suggests near names: a typo is not "no tables").
+    NotADirectoryError
+        When ``path`` is a file.
+    ValueError
+        When ``path`` is a folder without zarr metadata.
+    KeyError
+        When the store has no table ``name`` (the message lists its tables).
+
     Examples
     --------
     ::
@@ -42,7 +52,12 @@ def read_table(path: PathLike, name: str, *, lazy: bool = True) -> ad.AnnData:
         bins.X[:, bins.var_names.get_loc("ERBB2")].mean().compute()
 
     """
-    path = Path(path)
+    path = check_dir(path, "SpatialData zarr store", expected="a `.zarr` folder written by SpatialData.write")
+    if not ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+        raise ValueError(
+            f"{str(path)!r} is a folder without zarr metadata (zarr.json), not a SpatialData zarr store. Pass the "
+            "`.zarr` folder written by `SpatialData.write`."
+        )
     group_path = path / "tables" / name
     if not group_path.is_dir():
         tables = (

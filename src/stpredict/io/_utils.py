@@ -1,31 +1,19 @@
-"""Helpers shared by the readers: file checks and RGB image loading."""
+"""Helpers shared by the readers: file checks (from :mod:`stpredict._core._files`) and RGB image loading."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from .._core._files import check_file, check_files, check_image, corrupt_file_error
 from .._logging import logger
 
-__all__ = ["PathLike", "check_files", "load_rgb"]
+__all__ = ["PathLike", "check_file", "check_files", "load_rgb"]
 
 PathLike = str | os.PathLike
-
-
-def check_files(files: dict[str, Path], what: str, hint: str = "") -> None:
-    """Raise one :class:`FileNotFoundError` that lists every expected file and which are missing."""
-    missing = {k: p for k, p in files.items() if not Path(p).is_file()}
-    if missing:
-        listing = "\n".join(
-            f"  {'MISSING ' if k in missing else 'found   '}{k}: {p}" for k, p in files.items()
-        )
-        raise FileNotFoundError(
-            f"{what}: {len(missing)} of {len(files)} expected file(s) missing.\n{listing}{hint}"
-        )
 
 
 def load_rgb(image: PathLike | np.ndarray, *, downsample: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
@@ -60,12 +48,14 @@ def load_rgb(image: PathLike | np.ndarray, *, downsample: int = 1) -> tuple[np.n
             )
         pil = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
     else:
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file not found: {path}.")
+        path = check_file(image, "Image file", expected="an H&E image (JPEG, PNG or TIFF)")
         what = f"Image {str(path)!r}"
+        check_image(path, "The image file")
         if path.suffix.lower() in (".tif", ".tiff", ".btf"):
-            arr = tifffile.imread(path)
+            try:
+                arr = tifffile.imread(path)
+            except (tifffile.TiffFileError, ValueError, OSError) as exc:
+                raise corrupt_file_error(path, "The image file", exc) from exc
             if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
                 arr = np.moveaxis(arr, 0, -1)
             return (
@@ -75,6 +65,10 @@ def load_rgb(image: PathLike | np.ndarray, *, downsample: int = 1) -> tuple[np.n
             )
         Image.MAX_IMAGE_PIXELS = None  # whole-slide H&E images are legitimately large
         pil = Image.open(path)
+        try:
+            pil.load()  # decode here, where a truncated file can be named
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise corrupt_file_error(path, "The image file", exc) from exc
         if pil.mode == "RGBA":
             logger.info(f"{what} is RGBA; the alpha channel is dropped.")
             pil = pil.convert("RGB")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from scipy import sparse
 from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._core._files import check_dir, check_hdf5, check_image, corrupt_file_error, ends_mid_line, read_json
 from .._core._image import full_resolution
 from .._core._mpp import add_micron_cs, micron_cs_name
 from .._core._validate import check_mpp_value, check_name, check_number
@@ -32,6 +32,19 @@ _ROW_STEP_UM = C.VISIUM_PITCH_UM * np.sqrt(3) / 2
 _MIN_GRID_SPOTS = 10
 _AGREE_REL = 0.05
 _SPATIAL = "spatial"
+_POSITION_COLUMNS = (
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+)
+#: The fix for a truncated or corrupt file of an ``outs/`` folder.
+RECOPY_OUTS = (
+    "Copy it again from Space Ranger's `outs/` folder (or download it again): a transfer cut short leaves such "
+    "files."
+)
 
 
 def _counts_file(path: Path, counts_file: str) -> Path:
@@ -48,6 +61,39 @@ def _positions_file(path: Path, tissue_positions_file: PathLike | None) -> Path:
         return path / tissue_positions_file
     old = path / _SPATIAL / "tissue_positions_list.csv"  # Space Ranger < 2
     return old if old.is_file() else path / _SPATIAL / "tissue_positions.csv"
+
+
+def _check_positions(path: Path) -> None:
+    """A tissue positions CSV that parses into Space Ranger's six columns, its last row complete."""
+    import pandas as pd
+
+    what = "The tissue positions file"
+    try:
+        df = pd.read_csv(path, header=None, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise corrupt_file_error(path, what, exc, fix=RECOPY_OUTS) from exc
+    if df.shape[1] != len(_POSITION_COLUMNS):
+        raise corrupt_file_error(
+            path,
+            what,
+            f"{df.shape[1]} column(s); Space Ranger writes {len(_POSITION_COLUMNS)}: {', '.join(_POSITION_COLUMNS)}",
+            fix=RECOPY_OUTS,
+        )
+    if len(df) > 1 and ends_mid_line(path) and df.iloc[-1].isna().any() and df.iloc[:-1].notna().all().all():
+        raise corrupt_file_error(
+            path, what, "its last row is incomplete: the file was cut short", fix=RECOPY_OUTS
+        )
+
+
+def _check_outs_files(path: Path, files: dict[str, Path]) -> None:
+    """Find a truncated or corrupt file of the ``outs/`` folder before spatialdata-io reads it."""
+    check_hdf5(files["counts"], "The counts matrix", fix=RECOPY_OUTS)
+    _check_positions(files["tissue positions"])
+    for name in ("tissue_hires_image.png", "tissue_lowres_image.png"):
+        if (path / _SPATIAL / name).is_file():
+            check_image(path / _SPATIAL / name, "The image", fix=RECOPY_OUTS)
+    if "full-resolution image" in files:
+        check_image(files["full-resolution image"], "The full-resolution image")
 
 
 def _rename_spots(sdata: SpatialData, dataset_id: str) -> None:
@@ -164,10 +210,18 @@ def read_visium(
     Every element is also in the ``"{dataset_id}_um"`` coordinate system. Train on it with
     ``stp.tl.train(sdata, tables="spots")``.
 
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, IsADirectoryError
+        When ``path`` does not exist or is a file, or an expected file is missing or a folder (the message
+        lists them).
+    ValueError
+        When a file is truncated or corrupt (the counts matrix, the tissue positions, the scale factors, the
+        images; checked before anything is read, without decoding the images), or barcodes of the counts
+        matrix have no position.
+
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"Visium folder not found: {path}. Pass the Space Ranger `outs/` folder.")
+    path = check_dir(path, "Visium folder", expected="the Space Ranger `outs/` folder of a Visium run")
     check_name("dataset_id", dataset_id)
     spot_diameter_um = check_number("spot_diameter_um", spot_diameter_um)
     if mpp is not None:
@@ -186,14 +240,17 @@ def read_visium(
         "\nPass the Space Ranger `outs/` folder of a Visium run (`counts_file=` names another matrix, "
         "`fullres_image_file=` the H&E given to Space Ranger).",
     )
-    scalefactors = json.loads(files["scalefactors"].read_text())
+    scalefactors = read_json(files["scalefactors"], "The scale factors file", fix=RECOPY_OUTS)
     needed = ("spot_diameter_fullres", "tissue_hires_scalef", "tissue_lowres_scalef")
+    if not isinstance(scalefactors, dict):
+        scalefactors = {}
     bad = [k for k in needed if not isinstance(scalefactors.get(k), int | float) or not scalefactors[k] > 0]
     if bad:
         raise ValueError(
             f"{files['scalefactors']} lacks positive value(s) for {bad}; Space Ranger writes {list(needed)}. "
             "Pass the `scalefactors_json.json` of this run (`scalefactors_file=`, relative to `path`)."
         )
+    _check_outs_files(path, files)
 
     from spatialdata_io import visium  # heavy (imports scanpy): loaded when a Visium folder is read
 
@@ -212,6 +269,12 @@ def read_visium(
     estimates = {"spot_diameter_fullres": SPOT_DIAMETER_FULLRES_UM / sdf}
     xy = np.asarray(table.obsm[_SPATIAL], dtype=float)
     ok = np.isfinite(xy).all(1)
+    if not ok.all():
+        raise ValueError(
+            f"{int((~ok).sum())} of {len(ok)} barcodes of {files['counts'].name} (e.g. "
+            f"{', '.join(map(repr, table.obs_names[~ok][:3]))}) have no row in {str(files['tissue positions'])!r}: the "
+            f"positions file looks truncated or corrupt, or belongs to another run. {RECOPY_OUTS}"
+        )
     grid = _mpp_from_grid(
         table.obs["array_col"].to_numpy(float)[ok], table.obs["array_row"].to_numpy(float)[ok], xy[ok]
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -11,9 +10,19 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._core._files import (
+    check_dir,
+    check_file,
+    check_files,
+    check_hdf5,
+    check_image,
+    check_parquet,
+    read_json,
+)
 from .._core._mpp import add_micron_cs, micron_cs_name
 from .._logging import logger
 from ._utils import PathLike
+from ._visium import RECOPY_OUTS
 
 __all__ = ["read_visium_hd"]
 
@@ -21,6 +30,8 @@ __all__ = ["read_visium_hd"]
 LABELS_BELOW_UM = 8
 
 BIN_ID_KEY = "bin_id"  # instance key of tables annotating a bin-id raster
+
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".jpg", ".jpeg", ".png")
 
 _POSITIONS = ("barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres")
 
@@ -46,6 +57,57 @@ def _bin_folders(path: Path) -> dict[int, Path]:
         if d.is_dir() and d.name.startswith("square_") and d.name.endswith("um") and d.name[7:-2].isdigit():
             out[int(d.name[7:-2])] = d
     return out
+
+
+def _check_outs_files(
+    path: Path,
+    folders: dict[int, Path],
+    sizes: list[int],
+    *,
+    counts_file: str,
+    fullres_image_file: Path | None,
+    kwargs: dict[str, Any],
+) -> None:
+    """Find a missing, truncated or corrupt file of the ``outs/`` folder before anything reads it.
+
+    Checks what spatialdata-io and :func:`_read_bins_as_labels` read: ``feature_slice.h5``, per bin size the
+    counts matrix, ``tissue_positions.parquet`` and ``scalefactors_json.json``, the images and the cell
+    segmentation's matrix. Each check is cheap (an HDF5 superblock, a Parquet footer, a TIFF's tile offsets, a
+    PNG's end chunk); the segmentation GeoJSON files are not parsed twice.
+    """
+    required = {}
+    for size in sizes:
+        required[f"{size} µm counts"] = folders[size] / counts_file
+        required[f"{size} µm positions"] = folders[size] / "spatial" / "tissue_positions.parquet"
+    check_files(
+        required,
+        "read_visium_hd",
+        "\nEvery bin size read needs its counts matrix and spatial/tissue_positions.parquet; pass `bin_size=` to "
+        "read the others, or copy the missing files again from Space Ranger's `outs/` folder.",
+    )
+    for f in sorted(path.glob("*feature_slice.h5")):
+        check_hdf5(f, "The feature slice file", fix=RECOPY_OUTS)
+    for size in sizes:
+        check_hdf5(required[f"{size} µm counts"], "The counts matrix", fix=RECOPY_OUTS)
+        check_parquet(required[f"{size} µm positions"], "The tissue positions file", fix=RECOPY_OUTS)
+    for sf in path.rglob("scalefactors_json.json"):
+        read_json(sf, "The scale factors file", fix=RECOPY_OUTS)
+    images = [p for name in ("tissue_hires_image.png", "tissue_lowres_image.png") for p in path.rglob(name)]
+    if kwargs.get("load_all_images"):
+        images += [p for p in path.rglob("*cytassist_image.tif*") if p.is_file()]
+    if fullres_image_file is not None:
+        images.append(fullres_image_file)
+    else:  # where spatialdata-io looks for it
+        candidates = sorted((path / "microscope_image").glob("*")) + sorted(path.glob("*tissue_image.*"))
+        images += [p for p in candidates if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES]
+    for image in images:
+        check_image(image, "The image", fix=RECOPY_OUTS)
+    segmented = path / "segmented_outputs"
+    if (cells := segmented / "filtered_feature_cell_matrix.h5").is_file():
+        check_hdf5(cells, "The cell counts matrix", fix=RECOPY_OUTS)
+    if kwargs.get("load_nucleus_segmentations"):
+        for f in path.rglob("*barcode_mappings.parquet"):
+            check_parquet(f, "The barcode mappings file", fix=RECOPY_OUTS)
 
 
 def _select_sizes(available: dict[int, Path], bin_size: int | list[int] | None) -> list[int]:
@@ -272,30 +334,46 @@ def read_visium_hd(
     labels, ``labels["{dataset_id}_square_00Xum_labels"]`` through ``obs["bin_id"]``. Every element
     is also in the ``"{dataset_id}_um"`` coordinate system.
 
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, IsADirectoryError
+        When ``path`` or ``fullres_image_file`` does not exist or is the wrong kind (file / folder), or a bin
+        size read lacks its counts matrix or ``tissue_positions.parquet``.
+    ValueError
+        When a file it reads is truncated or corrupt (checked before anything is read, without decoding the
+        images).
+
     """
     from spatialdata_io import visium_hd  # heavy (imports scanpy): loaded when a Visium HD folder is read
 
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"Visium HD folder not found: {path}.")
+    path = check_dir(path, "Visium HD folder", expected="the Space Ranger `outs/` folder of a Visium HD run")
     if not dataset_id:
         raise ValueError("Pass a non-empty `dataset_id` (e.g. the sample name).")
     if bins_as not in ("auto", "shapes", "labels"):
         raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', not {bins_as!r}.")
+    if fullres_image_file is not None:
+        fullres_image_file = check_file(
+            fullres_image_file, "Full-resolution image file", expected="the H&E image given to Space Ranger"
+        )
     scalefactors_path = _find_scalefactors(path)
-    scalefactors = json.loads(scalefactors_path.read_text())
-    if "microns_per_pixel" not in scalefactors:
+    scalefactors = read_json(scalefactors_path, "The scale factors file", fix=RECOPY_OUTS)
+    if not isinstance(scalefactors, dict) or "microns_per_pixel" not in scalefactors:
         raise ValueError(
             f"{scalefactors_path} has no 'microns_per_pixel' (Space Ranger >= 3 writes it). Read the data with "
             "`spatialdata_io.visium_hd` and set the pixel size with `stpredict.pp.set_mpp`."
         )
     mpp = float(scalefactors["microns_per_pixel"])
     kwargs.setdefault("load_segmentations_only", False)
+    folders: dict[int, Path] = {}
     if kwargs["load_segmentations_only"]:
         sizes: list[int] = []
     else:
         folders = _bin_folders(path)
         sizes = _select_sizes(folders, bin_size) if folders else []
+    counts_file = "filtered_feature_bc_matrix.h5" if filtered_counts_file else "raw_feature_bc_matrix.h5"
+    _check_outs_files(
+        path, folders, sizes, counts_file=counts_file, fullres_image_file=fullres_image_file, kwargs=kwargs
+    )
     as_labels = [s for s in sizes if bins_as == "labels" or (bins_as == "auto" and s < LABELS_BELOW_UM)]
     as_shapes = [s for s in sizes if s not in as_labels]
     sdata = visium_hd(
@@ -311,9 +389,7 @@ def read_visium_hd(
         labels, table, records[folders[size].name] = _read_bins_as_labels(
             folders[size],
             dataset_id=dataset_id,
-            counts_file="filtered_feature_bc_matrix.h5"
-            if filtered_counts_file
-            else "raw_feature_bc_matrix.h5",
+            counts_file=counts_file,
             transformations=_pixel_transformations(dataset_id, scalefactors),
             gex_only=kwargs.get("gex_only", False),
             anndata_kwargs=dict(kwargs.get("anndata_kwargs", {})),

@@ -20,6 +20,7 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._core._files import check_file, corrupt_file_error, tiff_truncation, tifffile_messages
 from .._core._image import default_scale_factors
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._core._validate import MPP_RANGE, check_int, check_mpp_value, check_name
@@ -44,6 +45,13 @@ _UM_PER = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "μm": 1.0, "n
 _MIN_LEVEL_PX = 64
 #: Series names (tifffile's, lower case) of pictures that are not the slide: SVS/NDPI/SCN extras.
 _NOT_THE_SLIDE = frozenset({"thumbnail", "label", "macro", "overview", "map"})
+_EXPECTED_SLIDE = (
+    "the slide (.svs, .tif, .ome.tif, .ndpi, .scn, .jpg, .png, …; for MIRAX the .mrxs file beside its folder)"
+)
+_RECOPY_SLIDE = (
+    "Copy it from the scanner or download it again (compare its size with the original's): a transfer cut "
+    "short leaves such files."
+)
 
 
 @dataclass
@@ -255,6 +263,11 @@ def _rgb_axes(shape: tuple[int, ...], axes: str) -> tuple[list[int], int, int, i
 
 
 def _tiff_slide(path: Path) -> SlideInfo:
+    with tifffile_messages() as messages:  # tifffile logs the IFDs and tags past the end of a truncated file
+        return _tiff_levels(path, messages)
+
+
+def _tiff_levels(path: Path, messages: list[str]) -> SlideInfo:
     import dask.array as da
     import tifffile
     import zarr
@@ -295,6 +308,13 @@ def _tiff_slide(path: Path) -> SlideInfo:
                 keep.append((series, 0, f))
     keep = [k for i, k in enumerate(keep) if i == 0 or min(hw(k[0].levels[k[1]], k[2])) >= _MIN_LEVEL_PX]
     keep.sort(key=lambda k: -np.prod(hw(k[0].levels[k[1]], k[2])))
+    # a truncated file opens, and fails later inside the decoder: every tile of the levels read must be in it
+    problem = tiff_truncation(
+        (page for series, li, _ in keep for page in series.levels[li].pages), tf.filehandle.size, messages
+    )
+    if problem is not None:
+        tf.close()
+        raise corrupt_file_error(path, "Slide file", problem, fix=_RECOPY_SLIDE)
     if any(chosen.levels[0].shape[i] > 1 for i in found[0]):
         logger.warning(
             f"{path.name}: the slide image has axes {chosen.axes} {chosen.shape}; only the first plane of "
@@ -400,7 +420,12 @@ def _plain_slide(path: Path) -> SlideInfo:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # whole-slide exports are legitimately large
-    with Image.open(path) as pil:
+    try:
+        pil = Image.open(path)
+        pil.load()  # decoded here, where a truncated file can be named
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise corrupt_file_error(path, "Slide file", exc, fix=_RECOPY_SLIDE) from exc
+    with pil:
         dpi, fmt = pil.info.get("dpi"), pil.format or path.suffix.lstrip(".").upper()
         if pil.mode == "RGBA":
             pil = pil.convert("RGB")
@@ -447,10 +472,16 @@ def slide_info(path: PathLike, *, backend: WsiBackend = "auto") -> SlideInfo:
     -------
     A :class:`SlideInfo`; :meth:`SlideInfo.describe` prints it (``stpredict info slide.svs`` does).
 
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        When ``path`` does not exist or is a folder.
+    ValueError
+        When the file is truncated or corrupt: every tile of the levels read must lie within the file (checked
+        from the TIFF's tile offsets, without decoding), or the format is not one stpredict reads.
+
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Slide file not found: {path}.")
+    path = check_file(path, "Slide file", expected=_EXPECTED_SLIDE)
     if backend not in ("auto", "tifffile", "openslide"):
         raise ValueError(f"`backend` must be 'auto', 'tifffile' or 'openslide', got {backend!r}.")
     return _open(path, backend, 1024)
@@ -500,9 +531,11 @@ def read_wsi(
 
     Raises
     ------
+    FileNotFoundError, IsADirectoryError
+        When ``path`` does not exist or is a folder.
     ValueError
         When the file records no pixel size and ``mpp`` is not given (the message says what the file
-        holds), or it is not an 8-bit RGB image.
+        holds), it is not an 8-bit RGB image, or it is truncated or corrupt (see :func:`slide_info`).
 
     Examples
     --------

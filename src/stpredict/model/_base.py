@@ -356,14 +356,18 @@ class BaseModel:
             for t in tables:
                 if t not in s.tables:
                     raise KeyError(f"Table {t!r} not found in section {i}; its tables: {list(s.tables)}.")
-                check_table_counts(s.tables[t], f"Table {t!r} of section {i}")
+        names = section_names(sdatas, keys)
+        for i, s in enumerate(sdatas):
+            role = " (validation)" if i in val_idx else ""
+            for t in tables:  # a table of zeros is refused here, before genes are chosen from it
+                check_table_counts(s.tables[t], f"Table {t!r} of section {names[i]!r}{role}")
         if self.recipe is None:
             genes = select_genes([sdatas[i].tables[t] for i in train_idx for t in tables], n_top_genes)
             self.recipe = Recipe(genes, target_sum=self._target_sum)
             logger.info(f"Selected {len(genes)} genes by mean expression on the training tables.")
         if self.module is None:
             self._build()
-        return sdatas, tables, keys, train_idx, val_idx, section_names(sdatas, keys)
+        return sdatas, tables, keys, train_idx, val_idx, names
 
     def train(
         self, sdata: SpatialData | Sequence[SpatialData], **kwargs: Any
@@ -403,10 +407,17 @@ class BaseModel:
         """
         self._check_trained()
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint."
-            )
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint."
+                )
+            # never write into (or over the files of) a folder of the user's
+            if not (path / _CONFIG).is_file():
+                raise FileExistsError(
+                    f"{path} is a folder that holds no stpredict checkpoint ({_CONFIG}), so even `overwrite=True` "
+                    "does not write into it: it may hold your files. Choose another path."
+                )
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.module.state_dict(), path / _WEIGHTS)
         if save_optimizer and self.optimizer_state is not None:
@@ -486,7 +497,7 @@ class BaseModel:
             ) from exc
         model.recipe = recipe
         model._build(load_weights=False)
-        state = torch.load(w_path, map_location="cpu", weights_only=True)
+        state = _torch_load(w_path, weights_only=True, fix="Save the model again, or restore the file.")
         try:
             model.module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -498,7 +509,15 @@ class BaseModel:
         model.encoder_weights_info = config.get("encoder_weights")
         model._remember_checkpoint(path, config["weights_sha256"])
         if (path / _OPTIMIZER).is_file():
-            model.optimizer_state = torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=False)
+            model.optimizer_state = _torch_load(
+                path / _OPTIMIZER,
+                weights_only=False,
+                fix=(
+                    "It only lets training resume its optimiser: delete it to load the model without it (training "
+                    "then starts the optimiser afresh from the saved weights), or save the model again with "
+                    "`model.save(path, overwrite=True)`."
+                ),
+            )
         if config.get("stpredict_version") != __version__:
             logger.info(
                 f"Checkpoint written by stpredict {config.get('stpredict_version')}; this is {__version__}."
@@ -508,18 +527,41 @@ class BaseModel:
         return model
 
 
+def _torch_load(path: Path, *, weights_only: bool, fix: str) -> Any:
+    """``torch.load`` of a checkpoint file, with an error naming the file when it cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # torch raises many kinds for a damaged file (EOF, pickle, zip)
+        first = str(exc).splitlines()[0].split(". ")[0].strip().rstrip(".") if str(exc) else "-"
+        raise ValueError(
+            f"{path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {first}). {fix}"
+        ) from exc
+
+
 def read_config(path: str | os.PathLike) -> dict:
     """The ``config.json`` of a checkpoint folder, with clear errors for what is not one."""
-    path = Path(path)
+    from .._core._files import check_dir
+
+    path = check_dir(
+        path,
+        "Model checkpoint folder",
+        expected=f"a folder written by `model.save(path)`, holding {_CONFIG} and {_WEIGHTS}",
+    )
     cfg_path, w_path = path / _CONFIG, path / _WEIGHTS
     if not cfg_path.is_file() or not w_path.is_file():
         raise FileNotFoundError(
             f"{path} is not an stpredict checkpoint: expected {_CONFIG} and {_WEIGHTS} in it."
         )
     try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{cfg_path} is not valid JSON (truncated or corrupted checkpoint): {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{cfg_path} holds a JSON {type(config).__name__}, not the object stpredict writes: it is not an "
+            "stpredict checkpoint's config, or it was overwritten. Save the model again."
+        )
+    return config
 
 
 def load(path: str | os.PathLike, *, device: str | None = None) -> BaseModel:

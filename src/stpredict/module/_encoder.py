@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._core._files import check_file, check_weights_file
+
 __all__ = ["Encoder", "ViTPyramid", "as_encoder", "encoder_kwargs_config", "resolve_encoder_kwargs"]
 
 
@@ -347,8 +349,12 @@ class Encoder(nn.Module):
         kwargs: dict = resolve_encoder_kwargs(encoder_kwargs_config(timm_kwargs))
         source, model_id = _source(name)
         if weights is not None:
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"Encoder weights file not found: {weights}.")
+            weights = check_file(
+                weights,
+                "Encoder weights file",
+                expected="a weights file (.safetensors, .pth, .pt or .bin) for the encoder's architecture",
+            )
+            check_weights_file(weights, "The encoder weights file")
             if source is not None:
                 raise ValueError(
                     f"encoder_weights= loads a weights file into a timm architecture, but the encoder {name!r} "

@@ -1,0 +1,429 @@
+"""The checks of every path a user passes: each error names the path, what is wrong with it and the fix.
+
+- :func:`check_file` / :func:`check_dir` / :func:`check_files`: a misspelt path says it does not exist (with
+  the near names beside it), a folder where a file is expected says so, and the reverse;
+- :func:`read_json`, :func:`check_hdf5`, :func:`check_parquet`, :func:`check_image`, :func:`check_tiff`,
+  :func:`check_weights_file`: cheap reads that find a truncated or corrupt file when it is opened (not later,
+  inside a decoder, with a message that does not name it); :func:`corrupt_file_error` is their error.
+
+Truncation is found from the file's own structure (a TIFF's tile offsets, a PNG's end chunk, a JPEG's end
+marker, an HDF5 superblock's end-of-file address, a Parquet footer, a safetensors header); an image is decoded
+only when its end is not where it should be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import itertools
+import json
+import logging
+import os
+import re
+import struct
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "RECOPY",
+    "check_dir",
+    "check_file",
+    "check_files",
+    "check_hdf5",
+    "check_image",
+    "check_parquet",
+    "check_tiff",
+    "check_weights_file",
+    "corrupt_file_error",
+    "ends_mid_line",
+    "read_json",
+    "tiff_truncation",
+    "tifffile_messages",
+]
+
+#: The fix for a truncated or corrupt file, unless a caller knows better where the file came from.
+RECOPY = "Copy or download it again: a transfer or a disk that filled up part-way leaves such files."
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".svs", ".ndpi", ".scn", ".qptiff")
+#: What tifffile logs when a read stops at the end of the file (an IFD or a tag list cut short).
+_SHORT_READ = ("corrupted IFD structure", "unpack requires a buffer")
+_LISTED = 8  # names shown when a folder's content is listed
+
+
+def _q(path: Path) -> str:
+    return repr(str(path))
+
+
+def _first(what: str) -> str:
+    return what[:1].upper() + what[1:]
+
+
+def _names(folder: Path, limit: int = 10_000) -> list[str]:
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
+        return sorted(e.name for e in itertools.islice(it, limit))
+    return []
+
+
+def _listing(folder: Path) -> str:
+    names = _names(folder)
+    if not names:
+        return " It is empty."
+    more = f", … ({len(names)} in all)" if len(names) > _LISTED else ""
+    return f" It holds {', '.join(names[:_LISTED])}{more}."
+
+
+def _nearby(path: Path) -> str:
+    """Where a path that does not exist stops existing, and the near names there (a typo's likely fix)."""
+    path = Path(os.path.abspath(path))
+    parent = path.parent
+    if parent.is_dir():
+        close = difflib.get_close_matches(path.name, _names(parent), n=3, cutoff=0.6)
+        if close:
+            return f" Did you mean {' or '.join(repr(str(parent / c)) for c in close)}?"
+        return ""
+    for ancestor in path.parents:
+        if ancestor.is_dir():
+            missing = ancestor / path.relative_to(ancestor).parts[0]
+            return f" (The folder {str(ancestor)!r} exists, but holds no {missing.name!r}.)"
+    return ""
+
+
+def check_file(path: str | os.PathLike, what: str, *, expected: str = "") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else an error that says what it is.
+
+    Parameters
+    ----------
+    path
+        The path a user passed.
+    what
+        What the file is, e.g. ``"Slide file"``; the message starts with it.
+    expected
+        What file is expected, e.g. ``"the slide (.svs, .tif, .ndpi, …)"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing is at ``path`` (the message suggests near names).
+    IsADirectoryError
+        When ``path`` is a folder.
+
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    want = f" Expected {expected}." if expected else ""
+    if p.is_dir():
+        raise IsADirectoryError(f"{_first(what)} {_q(p)} is a folder, not a file.{want}{_listing(p)}")
+    raise FileNotFoundError(f"{_first(what)} not found: {_q(p)} does not exist.{_nearby(p)}{want}")
+
+
+def check_dir(path: str | os.PathLike, what: str, *, expected: str = "") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing folder; else an error that says what it is.
+
+    Parameters
+    ----------
+    path
+        The path a user passed.
+    what
+        What the folder is, e.g. ``"Visium folder"``; the message starts with it.
+    expected
+        What folder is expected, e.g. ``"the Space Ranger `outs/` folder"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing is at ``path`` (the message suggests near names).
+    NotADirectoryError
+        When ``path`` is a file.
+
+    """
+    p = Path(path)
+    if p.is_dir():
+        return p
+    want = f" Expected {expected}." if expected else ""
+    if p.exists():
+        raise NotADirectoryError(
+            f"{_first(what)} {_q(p)} is a file, not a folder.{want} Pass the folder, not a file in it."
+        )
+    raise FileNotFoundError(f"{_first(what)} not found: {_q(p)} does not exist.{_nearby(p)}{want}")
+
+
+def check_files(
+    files: Mapping[str, str | os.PathLike],
+    what: str,
+    hint: str = "",
+    *,
+    expected: Mapping[str, str] | None = None,
+) -> None:
+    """Check several files at once: one error lists every expected file and which are missing or folders.
+
+    Parameters
+    ----------
+    files
+        ``{name: path}``.
+    what
+        Who reads them, e.g. ``"read_st"``; the message starts with it.
+    hint
+        Appended to the message (how to fix it).
+    expected
+        ``{name: what that file should be}`` for the names that need saying.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a file is missing (folders among them are marked too).
+    IsADirectoryError
+        When none is missing but one is a folder.
+
+    """
+    expected = expected or {}
+    paths = {k: Path(p) for k, p in files.items()}
+    folders = {k for k, p in paths.items() if p.is_dir()}
+    missing = {k for k, p in paths.items() if not p.exists()}
+    if not folders and not missing:
+        return
+
+    def line(k: str) -> str:
+        want = f" (expected {expected[k]})" if k in expected else ""
+        if k in missing:
+            return f"  MISSING {k}: {paths[k]}{want}"
+        if k in folders:
+            return f"  FOLDER  {k}: {paths[k]} is a folder, not a file{want}"
+        return f"  found   {k}: {paths[k]}"
+
+    listing = "\n".join(line(k) for k in paths)
+    head = []
+    if missing:
+        head.append(f"{len(missing)} of {len(paths)} expected file(s) missing")
+    if folders:
+        head.append(f"{len(folders)} of {len(paths)} is a folder, not a file")
+    err = FileNotFoundError if missing else IsADirectoryError
+    raise err(f"{what}: {'; '.join(head)}.\n{listing}{hint}")
+
+
+# --- truncated and corrupt files ---------------------------------------------------------------
+
+
+def corrupt_file_error(
+    path: str | os.PathLike, what: str, reason: str | BaseException, *, fix: str = RECOPY
+) -> ValueError:
+    """The error for a file that cannot be read: its name, why, and what to do (raise it ``from`` the cause).
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What it is, e.g. ``"The counts matrix"``.
+    reason
+        What is wrong, or the exception the reading library raised (its type and first line are quoted).
+    fix
+        How to get a good copy.
+
+    """
+    if isinstance(reason, BaseException):
+        first = (str(reason).strip().splitlines() or [""])[0]
+        reason = f"{type(reason).__name__}: {first[:300]}" if first else type(reason).__name__
+    return ValueError(f"{_first(what)} {_q(Path(path))} looks truncated or corrupt ({reason}). {fix}")
+
+
+def read_json(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> Any:
+    """The JSON value in ``path``; a file that does not parse is reported as truncated or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise corrupt_file_error(path, what, f"not valid JSON: {exc}", fix=fix) from exc
+
+
+def ends_mid_line(path: str | os.PathLike) -> bool:
+    """Whether an uncompressed text file ends without a line break, as one cut short mid-line does.
+
+    Compressed files (``.gz``, ``.bz2``, ``.zip``, ``.xz``, ``.zst``) give ``False``: a cut one does not decompress.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"):
+        return False
+    tail = _tail(path, 1)
+    return bool(tail) and tail not in (b"\n", b"\r")
+
+
+def check_hdf5(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> None:
+    """Open an HDF5 file (``.h5``, ``.h5ad``): HDF5 checks its signature and its end-of-file address."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as exc:
+        raise corrupt_file_error(path, what, exc, fix=fix) from exc
+
+
+def check_parquet(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> None:
+    """Read a Parquet file's footer (its schema and row groups), which a truncated file has lost."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        pq.ParquetFile(path).close()
+    except (pa.ArrowException, OSError) as exc:
+        raise corrupt_file_error(path, what, exc, fix=fix) from exc
+
+
+@contextlib.contextmanager
+def tifffile_messages() -> Iterator[list[str]]:
+    """Collect what tifffile logs while a file is opened: it reports offsets past the end of a file there.
+
+    The messages still reach tifffile's handlers as before.
+    """
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    log = logging.getLogger("tifffile")
+    log.addFilter(keep)
+    try:
+        yield seen
+    finally:
+        log.removeFilter(keep)
+
+
+def tiff_truncation(pages: Iterable[Any], size: int, messages: Iterable[str] = ()) -> str | None:
+    """Why a TIFF is cut short, or ``None``: a tile, strip or tag value (or, as tifffile logged, an IFD) past its end.
+
+    Parameters
+    ----------
+    pages
+        tifffile pages (or frames) whose ``dataoffsets`` / ``databytecounts`` are checked; ``None`` is skipped.
+    size
+        The file's size in bytes.
+    messages
+        What tifffile logged while opening the file (:func:`tifffile_messages`).
+
+    """
+    beyond = total = 0
+    cut_tags = []
+    for page in pages:
+        if page is None:
+            continue
+        offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        counts = np.asarray(page.databytecounts, dtype=np.int64)
+        present = counts > 0
+        total += int(present.sum())
+        beyond += int(((offsets + counts > size) & present).sum())
+        tags = getattr(page, "tags", None)  # frames share their keyframe's tags
+        for tag in tags.values() if tags is not None else ():
+            if tag.valueoffset + tag.valuebytecount > size:
+                cut_tags.append(tag.name)
+    if beyond:
+        return f"{beyond} of {total} image tiles/strips end past its {size:,} bytes"
+    if cut_tags:
+        return f"the value of tag(s) {', '.join(dict.fromkeys(cut_tags))} ends past its {size:,} bytes"
+    for msg in messages:
+        numbers = [int(n) for n in re.findall(r"(?:@|offset )(\d+)", msg)]
+        # tifffile's "invalid value offset" is a tag value that starts (< 8) or ends (else) outside the file
+        past_end = [int(n) for n in re.findall(r"invalid value offset (\d+)", msg) if int(n) >= 8]
+        if past_end or any(n >= size for n in numbers) or any(m in msg for m in _SHORT_READ):
+            return f"tifffile: {msg.strip()[:200]}"
+    return None
+
+
+def check_tiff(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> None:
+    """Open a TIFF and check that every tile or strip of its images lies within the file (nothing is decoded)."""
+    import tifffile
+
+    path = Path(path)
+    try:
+        with tifffile_messages() as messages, tifffile.TiffFile(path) as tf:
+            pages = [p for s in tf.series for level in s.levels for p in level.pages]
+            problem = tiff_truncation(pages, tf.filehandle.size, messages)
+    except (tifffile.TiffFileError, ValueError, OSError, struct.error) as exc:
+        raise corrupt_file_error(path, what, exc, fix=fix) from exc
+    if problem is not None:
+        raise corrupt_file_error(path, what, problem, fix=fix)
+
+
+def _tail(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - n))
+        return f.read()
+
+
+def check_image(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> None:
+    """Check that an image file is whole without decoding it: TIFF tile offsets, PNG end chunk, JPEG end marker.
+
+    A PNG or JPEG whose end is not where it should be (a file with bytes appended is legal) is decoded —
+    a JPEG at 1/8 scale — to tell a truncated file from one with a trailer. Other formats get their header read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _TIFF_SUFFIXES:
+        check_tiff(path, what, fix=fix)
+        return
+    Image.MAX_IMAGE_PIXELS = None  # whole-slide H&E images are legitimately large
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt == "TIFF":
+                complete = None
+            elif fmt == "PNG":
+                complete = _tail(path, len(_PNG_END)) == _PNG_END
+            elif fmt == "JPEG":
+                complete = b"\xff\xd9" in _tail(path, 64)
+            else:
+                complete = True
+            if complete is False:  # decode to know: truncated, or a legal trailer after the end
+                if fmt == "JPEG":
+                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as exc:
+        raise corrupt_file_error(path, what, exc, fix=fix) from exc
+    if complete is None:  # a TIFF under another suffix
+        check_tiff(path, what, fix=fix)
+
+
+def check_weights_file(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> None:
+    """Check that a weights file is whole: a safetensors header that its data covers, or a complete zip archive.
+
+    ``torch.save`` writes zip archives (their directory is at the end: a truncated one has lost it); safetensors
+    files start with the length of a JSON header that gives every tensor's byte range. Other files pass.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if path.suffix.lower() == ".safetensors":
+            if len(head) < 8:
+                raise corrupt_file_error(path, what, f"only {size} bytes", fix=fix)
+            (n,) = struct.unpack("<Q", head)
+            if 8 + n > size:
+                raise corrupt_file_error(
+                    path, what, f"its header needs {8 + n:,} bytes, the file has {size:,}", fix=fix
+                )
+            try:
+                header = json.loads(f.read(n))
+                end = max(
+                    (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+                )
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise corrupt_file_error(
+                    path, what, f"unreadable safetensors header: {exc}", fix=fix
+                ) from exc
+            if 8 + n + end > size:
+                raise corrupt_file_error(
+                    path, what, f"its tensors need {8 + n + end:,} bytes, the file has {size:,}", fix=fix
+                )
+            return
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        raise corrupt_file_error(path, what, "a zip archive (torch.save) without its end directory", fix=fix)
