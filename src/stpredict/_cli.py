@@ -93,7 +93,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
     """
     import os
 
-    from ._core._store import _element_type, is_zarr_store, store_elements, store_registry
+    from ._core._store import _element_type, is_zarr_store, store_elements, store_registry, swap_folder
 
     _sweep_new_stores(out)
     if out.exists():
@@ -116,13 +116,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
     tmp = out.with_name(f".{out.name}.new-{os.getpid()}")
     with quiet_ome_zarr():
         sdata.write(tmp, overwrite=True)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
+    swap_folder(tmp, out, f".{out.name}.old-{os.getpid()}")  # a kill between its renames: _sweep_new_stores
 
 
 #: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").

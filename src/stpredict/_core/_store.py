@@ -483,18 +483,26 @@ def _restore_set_aside(store: Path) -> list[str]:
             f"{store} is missing and {aside} holds an incomplete store set aside by an interrupted run; "
             "nothing was changed. Look inside it before removing it."
         )
-    if store.exists():
-        trash = store.with_name(f".{store.name}.interrupted-{uuid.uuid4().hex[:8]}")
-        os.rename(store, trash)
-        os.rename(aside, store)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(aside, store)
+    swap_folder(aside, store, f".{store.name}.interrupted-{uuid.uuid4().hex[:8]}")
     logger.warning(
         f"{store}: put back the earlier store that an interrupted `stpredict predict ... --overwrite` had set aside "
         f"as {aside.name}; the store holds the result from before that run (its partial output was removed)."
     )
     return [aside.name]
+
+
+def swap_folder(new: Path, dst: Path, trash_name: str) -> None:
+    """Rename the folder ``new`` to ``dst``, replacing a folder there (renamed to ``trash_name``, then deleted).
+
+    Two renames: between them ``dst`` is missing and the earlier folder sits at ``trash_name`` beside it.
+    """
+    if dst.exists():
+        trash = dst.with_name(trash_name)
+        os.rename(dst, trash)
+        os.rename(new, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(new, dst)
 
 
 _JOINED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -12,7 +12,7 @@ import numpy as np
 from .._logging import logger
 from .._types import Coverage, MapSpace, OutActivation, TableWeighting, check_choice
 from ..module import PixNetModule
-from ..train import TilePlan, section_data, training_targets
+from ..train import TilePlan, section_data
 from ._base import Preset, architecture
 from ._dense import DenseModel
 from ._trained import TrainedModel, TrainingRun
@@ -200,17 +200,7 @@ class PixNet(DenseModel, TrainedModel):
     def _training_plan(self, run: TrainingRun) -> TilePlan:
         opts: PixNetTrainOptions = run.options
         self._warn_sparse_log_targets(run)
-        parts = training_targets(
-            run.sdatas,
-            image_keys=run.image_keys,
-            tables=run.tables,
-            recipe=self.recipe,
-            names=run.names,
-            train_idx=run.train_idx,
-            val_idx=run.val_idx,
-            tiles=run.tiles,
-            counts=self.map_space == "rate",
-        )
+        parts = run.targets(self.recipe, counts=self.map_space == "rate")
         sections = {  # a training section without footprints is left out (check_supervision warned)
             i: section_data(
                 sdata, parts[i], image_key=run.image_keys[i], train_mpp=self.train_mpp, name=run.names[i]

@@ -23,7 +23,7 @@ from .._core import (
 from .._logging import logger
 from .._settings import settings
 from ..module import SpotRegressorModule
-from ..train import Cropper, CropPlan, CropSet, predict_crops, training_targets
+from ..train import Cropper, CropPlan, CropSet, predict_crops
 from ._base import Preset, architecture
 from ._trained import TrainedModel, TrainingRun
 
@@ -97,16 +97,7 @@ class SpotRegressor(TrainedModel):
         )
 
     def _training_plan(self, run: TrainingRun) -> CropPlan:
-        parts = training_targets(
-            run.sdatas,
-            image_keys=run.image_keys,
-            tables=run.tables,
-            recipe=self.recipe,
-            names=run.names,
-            train_idx=run.train_idx,
-            val_idx=run.val_idx,
-            tiles=run.tiles,
-        )
+        parts = run.targets(self.recipe)
         sets: dict[int, CropSet] = {}
         for i, sdata in enumerate(run.sdatas):
             full = [p for p in parts[i] if len(p)]

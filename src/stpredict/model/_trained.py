@@ -14,7 +14,7 @@ from .. import _docs
 from .._core._validate import check_int, check_number
 from .._settings import settings
 from .._types import LRSchedule, check_choice
-from ..train import TrainingPlan, fit
+from ..train import TableTargets, TrainingPlan, fit, training_targets
 from ..train._distributed import Distributed, distributed_from_env
 from ..train._loop import check_ema
 from ._base import BaseModel
@@ -47,9 +47,19 @@ class TrainingRun:
     names: list[str]
     dist: Distributed | None = None
 
-    def tiles_for(self, i: int) -> str | None:
-        """The tiles that restrict section ``i``'s footprints: only training sections are restricted."""
-        return self.tiles if i in self.train_idx else None
+    def targets(self, recipe: Any, *, counts: bool = False) -> list[list[TableTargets]]:
+        """The checked targets of every section (:func:`stpredict.train.training_targets` on this run's split)."""
+        return training_targets(
+            self.sdatas,
+            image_keys=self.image_keys,
+            tables=self.tables,
+            recipe=recipe,
+            names=self.names,
+            train_idx=self.train_idx,
+            val_idx=self.val_idx,
+            tiles=self.tiles,
+            counts=counts,
+        )
 
 
 class TrainedModel(BaseModel):
