@@ -256,6 +256,7 @@ def test_a_store_set_aside_by_an_older_version_is_put_back(slide, tmp_path, caps
     aside = tmp_path / ".s.zarr.replaced"
     shutil.copytree(base / "first.zarr", aside)
     partial = sd.read_zarr(base / "first.zarr")  # what the killed run had written: the H&E only
+    partial.attrs["stpredict"]["written"] = {}
     sd.SpatialData(images={"scan_full_image": partial.images["scan_full_image"]}, attrs=partial.attrs).write(
         store
     )
@@ -305,3 +306,87 @@ def _add_table(store) -> np.ndarray:
     s.tables["my_table"] = ad.AnnData(X=np.eye(3, dtype=np.float32))
     s.write_element("my_table")
     return np.eye(3, dtype=np.float32)
+
+
+def _as_v01_store(store) -> None:
+    """Turn a store of this version into one as stpredict 0.1 wrote it: no run id, H&E and footprints unregistered."""
+    meta = json.loads((store / "zarr.json").read_text())
+    rec = meta["attributes"]["stpredict"]
+    rec["slide"].pop("run")
+    rec["written"] = {
+        n: {k: v for k, v in e.items() if k != "run"}
+        for n, e in rec["written"].items()
+        if e["by"] != "stpredict predict"
+    }
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_overwrite_of_a_v01_store_keeps_the_users_shapes_and_later_predictions(slide, tmp_path):
+    """A 0.1 store: the user's shapes, and stpredict output made later for them, survive --overwrite."""
+    base, _, argv = slide
+    store = tmp_path / "s.zarr"
+    shutil.copytree(base / "first.zarr", store)
+    mine = _add_users_elements(store)
+    s = sd.read_zarr(store)
+    stp.tl.aggregate(s, values="pixnet_dense", by="annotations", key_added="per_annotation")
+    _as_v01_store(store)
+    assert "scan_full_image" not in stp.io.written_elements(sd.read_zarr(store))
+    assert main([*argv, "--model", str(base / "m2"), "--out", str(store), "--overwrite"]) == 0
+    back = sd.read_zarr(store)
+    _check_users_elements(store, mine)
+    assert "per_annotation" in back.tables and "annotations" in back.shapes
+    written = stp.io.written_elements(back)
+    assert written["scan_full_image"]["by"] == "stpredict predict" and "annotations" not in written
+
+
+def test_a_v01_run_killed_while_deleting_the_set_aside_store_keeps_its_result(slide, tmp_path):
+    """0.1 deleted .S.replaced after a successful run: a kill then leaves the new result, whole, in S."""
+    base, _, _ = slide
+    store = tmp_path / "s.zarr"
+    shutil.copytree(base / "first.zarr", store)  # the successful new result
+    aside = tmp_path / ".s.zarr.replaced"
+    shutil.copytree(base / "first.zarr", aside)
+    shutil.rmtree(aside / "images")  # half deleted, zarr.json still there
+    before = _maps(store)
+    assert stp.io.recover_store(store) == [".s.zarr.replaced"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    for k, v in _maps(store).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_a_v01_set_aside_store_is_settled_before_the_command_judges_out(slide, tmp_path, capsys):
+    """0.1 killed while creating the new S: S is no slide store yet, the user's store sits in .S.replaced."""
+    base, _, argv = slide
+    store = tmp_path / "s.zarr"
+    aside = tmp_path / ".s.zarr.replaced"
+    shutil.copytree(base / "first.zarr", aside)
+    store.mkdir()
+    (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+    before = _maps(aside)
+    # a writer other than the command and recover_store leaves the set-aside store alone
+    s = sd.read_zarr(store)
+    s.path = store
+    from stpredict._core._store import ElementWriter
+
+    with ElementWriter(s, [], overwrite=False, by="test"):
+        pass
+    assert aside.exists()
+    assert main([*argv, "--model", str(base / "m1"), "--out", str(store), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    np.testing.assert_allclose(_maps(store)["dense"], before["dense"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_partial_store_with_elements_added_since_is_not_swapped_back(slide, tmp_path):
+    base, _, _ = slide
+    store = tmp_path / "s.zarr"
+    aside = tmp_path / ".s.zarr.replaced"
+    shutil.copytree(base / "first.zarr", aside)
+    partial = sd.read_zarr(base / "first.zarr")
+    partial.attrs["stpredict"]["written"] = {}  # 0.1's new store had no predictions committed yet
+    sd.SpatialData(images={"scan_full_image": partial.images["scan_full_image"]}, attrs=partial.attrs).write(
+        store
+    )
+    _add_table(store)  # added to the partial store after the kill
+    with pytest.raises(RuntimeError, match="holds more than the partial output"):
+        stp.io.recover_store(store)
+    assert aside.exists() and "my_table" in sd.read_zarr(store).tables

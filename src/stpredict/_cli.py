@@ -91,9 +91,15 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
 
     The store is written beside ``out`` and renamed into place, so a kill leaves the earlier store or the new one.
     """
-    import os
-
-    from ._core._store import _element_type, is_zarr_store, store_elements, store_registry, swap_folder
+    from ._core._store import (
+        _ELEMENT_TYPES,
+        HIDDEN_DIR,
+        _element_type,
+        is_zarr_store,
+        store_elements,
+        store_registry,
+        swap_folder,
+    )
 
     _sweep_new_stores(out)
     if out.exists():
@@ -104,7 +110,10 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
                 f"{out} exists and is not a store stpredict wrote; --overwrite replaces only those. Choose another "
                 "--out."
             )
-        yours = sorted(set(store_elements(out)) - set(store_registry(out)))
+        registry = store_registry(out)
+        yours = sorted(n for n, t in store_elements(out).items() if (registry.get(n) or {}).get("type") != t)
+        known = {"zarr.json", ".zattrs", ".zgroup", ".zmetadata", HIDDEN_DIR, *_ELEMENT_TYPES}
+        yours += sorted(p.name for p in out.iterdir() if p.name not in known)
         if yours:
             raise UsageError(
                 f"{out} holds element(s) {yours} that stpredict did not write (yours), so --overwrite does not "
@@ -113,10 +122,10 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
     record = sdata.attrs.setdefault("stpredict", {})
     names = [n for t in ("images", "labels", "points", "shapes", "tables") for n in getattr(sdata, t)]
     record["written"] = {n: {"type": _element_type(sdata, n), "by": by} for n in names}
-    tmp = out.with_name(f".{out.name}.new-{os.getpid()}")
+    tmp = out.with_name(_side_name(out, "new"))
     with quiet_ome_zarr():
         sdata.write(tmp, overwrite=True)
-    swap_folder(tmp, out, f".{out.name}.old-{os.getpid()}")  # a kill between its renames: _sweep_new_stores
+    swap_folder(tmp, out, _side_name(out, "old"))  # a kill between its renames: _sweep_new_stores
 
 
 #: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
@@ -284,13 +293,15 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
         )
     out = Path(args.out)
     _sweep_new_stores(out)
+    if set_aside_path(out).exists():  # what a killed run of stpredict 0.1 left: settled first
+        recover_store(out)
     if out.exists() and not _slide_store(out):
         raise UsageError(
             f"{out} exists and is not a store `stpredict predict` wrote for a slide; --overwrite replaces only "
             "what stpredict wrote in those. Choose another --out (predictions for an existing SpatialData store: "
             "`stpredict predict STORE.zarr --model ...` writes into it)."
         )
-    if out.exists() or set_aside_path(out).exists():
+    if out.exists():
         recover_store(out)  # an interrupted earlier run: finished or undone, and it says which
     existing = store_elements(out) if out.exists() else {}
     if existing and not args.overwrite:
@@ -307,7 +318,7 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
     # files of footprints (GeoJSON, GeoParquet) in the slide's pixels: read before anything is written
     args.shapes = [_read_shapes_file(sdata, item, record["pixel_cs"]) for item in args.shapes]
     own = [*([] if args.no_image else list(sdata.images)), *args.shapes]
-    earlier = _earlier_slide_run(out, existing, record, own) if existing else []
+    earlier, adopt = _earlier_slide_run(out, existing, record, own) if existing else ([], [])
     run = uuid.uuid4().hex
     if not out.exists():
         _new_store(out, {"stpredict": {"slide": record}})
@@ -321,6 +332,7 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
             remove=earlier,
             attrs={"slide": {**record, "run": run}},
             stamp={"run": run},
+            adopt=adopt,
         ) as joined:
             rc = _predict_into(sdata, model, args, args.out)
         if not joined["taken"]:  # pragma: no cover - every prediction path writes through an ElementWriter
@@ -332,38 +344,32 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
     return rc
 
 
-def _earlier_slide_run(out: Path, existing: dict[str, str], record: dict, own: list[str]) -> list[str]:
-    """The elements the earlier slide run wrote into ``out`` (to be replaced), after checking the user's are safe."""
-    from ._core._store import _consolidated_file, _finish_root, store_attrs, store_registry
+def _earlier_slide_run(
+    out: Path, existing: dict[str, str], record: dict, own: list[str]
+) -> tuple[list[str], list[str]]:
+    """The earlier slide run's elements in ``out`` (replaced or removed) and a 0.1 store's elements to adopt.
+
+    Checks first that the user's elements are safe; changes nothing.
+    """
+    from ._core._store import store_attrs, store_registry
 
     earlier_record = (store_attrs(out).get("stpredict") or {}).get("slide") or {}
     registry = store_registry(out)
     run = earlier_record.get("run")
+    adopt: list[str] = []
     if run is not None:
         earlier = [n for n, e in registry.items() if e.get("run") == run and n in existing]
     else:
-        # a store written by stpredict 0.1: its H&E copy and footprint files were not in the registry; they are the
-        # recorded image and the shapes its tables annotate
-        earlier = [n for n in registry if n in existing]
-        import zarr
-
-        regions = set()
-        for n in earlier:
-            if existing[n] == "tables":
-                meta = zarr.open_group(str(out / "tables" / n), mode="r").attrs.asdict()
-                region = (meta.get("spatialdata_attrs") or {}).get("region")
-                regions.update([region] if isinstance(region, str) else region or [])
-        legacy = [earlier_record.get("image"), *sorted(r for r in regions if existing.get(r) == "shapes")]
-        legacy = [n for n in legacy if n in existing and n not in registry]
-        if legacy:  # registered now (root metadata only), so the transaction below may replace them
-            _finish_root(
-                out,
-                {n: {"type": existing[n], "by": "stpredict predict"} for n in legacy},
-                [],
-                _consolidated_file(out) is not None,
-            )
-        earlier += legacy
-    yours = sorted(n for n in existing if n not in earlier and n not in registry)
+        # a store of stpredict 0.1: its H&E copy and footprint files have no registry record; they are the recorded
+        # image and the shapes this run writes again under the same names (replaced, never removed)
+        earlier = []
+        adopt = [
+            n
+            for n in own
+            if n not in registry
+            and existing.get(n) == ("images" if n == earlier_record.get("image") else "shapes")
+        ]
+    yours = sorted(n for n in existing if n not in earlier and n not in adopt and n not in registry)
     clash = sorted(set(yours) & set(own))
     if clash:
         raise UsageError(
@@ -384,7 +390,7 @@ def _earlier_slide_run(out: Path, existing: dict[str, str], record: dict, own: l
             f"{record['levels'][0][0]} px, {record['mpp']} µm/px), so they would no longer match. Nothing was "
             "changed: choose another --out, or remove those elements first."
         )
-    return earlier
+    return earlier, adopt
 
 
 def _new_store(out: Path, attrs: dict) -> None:
@@ -393,19 +399,29 @@ def _new_store(out: Path, attrs: dict) -> None:
 
     import spatialdata as sd
 
-    tmp = out.with_name(f".{out.name}.new-{os.getpid()}")
+    tmp = out.with_name(_side_name(out, "new"))
     shutil.rmtree(tmp, ignore_errors=True)
     with quiet_ome_zarr():
         sd.SpatialData(attrs=attrs).write(tmp)
     os.rename(tmp, out)
 
 
+def _side_name(out: Path, kind: str) -> str:
+    """The name of a folder this process keeps beside ``out`` while it writes (``new``) or swaps (``old``)."""
+    import os
+    import socket
+
+    return f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
+
+
 def _sweep_new_stores(out: Path) -> None:
-    """Tidy what killed processes left next to ``out``, so that it holds the earlier or the new result.
+    """Tidy what killed processes of this machine left next to ``out``, so that it holds the earlier or the new result.
 
     Half-made new stores go; an earlier store moved aside for a swap that did not finish (``_write``) goes back.
+    Folders of other machines' processes (a shared file system) are left alone: their processes cannot be checked.
     """
     import os
+    import socket
 
     def dead(p: Path) -> bool:
         try:
@@ -416,7 +432,8 @@ def _sweep_new_stores(out: Path) -> None:
             return False
         return False
 
-    for p in sorted(out.parent.glob(f".{out.name}.old-*")):
+    host = socket.gethostname()
+    for p in sorted(out.parent.glob(f".{out.name}.old-{host}-*")):
         if not dead(p):
             continue
         if out.exists():
@@ -424,7 +441,7 @@ def _sweep_new_stores(out: Path) -> None:
         else:
             os.rename(p, out)
             print(f"{out}: put back the earlier store an interrupted run had moved aside.", file=sys.stderr)
-    for p in out.parent.glob(f".{out.name}.new-*"):
+    for p in out.parent.glob(f".{out.name}.new-{host}-*"):
         if dead(p):
             shutil.rmtree(p, ignore_errors=True)
 

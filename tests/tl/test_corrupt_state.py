@@ -132,3 +132,12 @@ def test_a_config_that_is_not_an_object_is_named(ckpt):
     (ckpt / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"config\.json holds a JSON list, not the object stpredict writes"):
         stp.model.load(ckpt)
+
+
+def test_overwrite_never_replaces_weights_stpredict_did_not_write(slide, tmp_path):
+    """pretrain_encoder(overwrite=True) replaced any file at `weights`, e.g. the user's own encoder weights."""
+    mine = tmp_path / "uni.pth"
+    mine.write_bytes(b"the user's own weights")
+    with pytest.raises(FileExistsError, match="stpredict did not write it"):
+        stp.tl.pretrain_encoder(slide, mine, overwrite=True, **SMALL)
+    assert mine.read_bytes() == b"the user's own weights"

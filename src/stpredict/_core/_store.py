@@ -124,7 +124,12 @@ def _merge_registry(
 
 
 def check_new_names(
-    sdata: SpatialData, names: Sequence[str], overwrite: bool, *, own: Sequence[str] = ()
+    sdata: SpatialData,
+    names: Sequence[str],
+    overwrite: bool,
+    *,
+    own: Sequence[str] = (),
+    adopt: Sequence[str] = (),
 ) -> list[str]:
     """Check that ``names`` may be written; return those that will be replaced. Deletes nothing.
 
@@ -132,7 +137,8 @@ def check_new_names(
     ``overwrite=True`` and stpredict wrote that element (it is in :func:`written_elements` of ``sdata`` or of the
     store with the same element type): stpredict never replaces the user's own data. ``own`` names elements the
     caller itself placed in ``sdata`` to be written (e.g. an image read lazily from a slide file): only the store is
-    checked for those.
+    checked for those. ``adopt`` names elements the caller knows stpredict wrote without a registry record (a store of
+    stpredict 0.1); they are recorded when the write commits.
     """
     dup = sorted(n for n, k in Counter(names).items() if k > 1)
     if dup:
@@ -152,8 +158,14 @@ def check_new_names(
         raise ValueError(
             f"Element(s) {existing} already exist; pass `overwrite=True` to replace them, or choose another `key_added`."
         )
-    written = {**(store_registry(store) if store is not None else {}), **written_elements(sdata)}
-    foreign = [n for n in existing if written.get(n, {}).get("type") != type_of(n)]
+    in_memory = written_elements(sdata)
+    on_store = store_registry(store) if store is not None else {}
+
+    def record(n: str) -> dict:
+        own_or_disk = n in own or n not in sdata
+        return (on_store if own_or_disk else in_memory).get(n) or {}
+
+    foreign = [n for n in existing if n not in adopt and record(n).get("type") != type_of(n)]
     if foreign:
         raise ValueError(
             f"Element(s) {foreign} were not written by stpredict (no provenance record in "
@@ -421,6 +433,12 @@ def recover_store(path: str | os.PathLike) -> list[str]:
         raise ValueError(
             f"{str(store)!r} is {what}, not a SpatialData zarr store; there is nothing to recover."
         )
+    return done + _recover_transactions(store)
+
+
+def _recover_transactions(store: Path) -> list[str]:
+    """Finish the committed and remove the dead uncommitted transactions of ``store`` (see :func:`recover_store`)."""
+    done: list[str] = []
     hidden = store / HIDDEN_DIR
     if not hidden.is_dir():
         return done
@@ -450,39 +468,49 @@ def set_aside_path(store: Path) -> Path:
     return store.with_name(f".{store.name}.replaced")
 
 
-def _complete(store: Path) -> bool:
-    """Whether every element the consolidated metadata of ``store`` lists is on disk (a store half deleted is not)."""
-    found = _consolidated_file(store)
-    if found is None:
-        return is_zarr_store(store)
-    path, fmt = found
-    meta = _read_json(path) or {}
-    entries = (
-        (meta.get("consolidated_metadata") or {}).get("metadata", {})
-        if fmt == "v3"
-        else meta.get("metadata", {})
-    )
-    elements = {"/".join(k.split("/")[:2]) for k in entries if k.split("/")[0] in _ELEMENT_TYPES and "/" in k}
-    return all((store / e).is_dir() for e in elements)
+def _run_succeeded(store: Path) -> bool:
+    """Whether ``store`` holds the committed output of a prediction (in its registry, or a committed journal)."""
+    if any(e.get("by") in ("tl.predict_dense", "tl.predict_shapes") for e in store_registry(store).values()):
+        return True
+    return any((tx / "journal.json").is_file() for tx in (store / HIDDEN_DIR).glob("tx-*"))
 
 
 def _restore_set_aside(store: Path) -> list[str]:
-    """Put back a store that stpredict 0.1's slide ``--overwrite`` set aside and was killed before it finished."""
+    """Settle what a killed 0.1 ``stpredict predict SLIDE --out STORE --overwrite`` left: ``.STORE.replaced``.
+
+    0.1 moved the earlier store aside, wrote a new one (H&E copy, footprint files, then the predictions in one
+    transaction) and deleted the aside copy at the end. If the new store holds committed predictions, the run
+    succeeded and was killed while deleting the aside copy: the rest of it goes. Otherwise the new store is the killed
+    run's partial output and the earlier store is put back — unless the partial store holds more than that run
+    wrote (elements added since), in which case both are kept and the error says so.
+    """
     aside = set_aside_path(store)
     if not aside.is_dir():
         return []
-    if not (is_zarr_store(aside) and _complete(aside)):  # killed while deleting it after a successful run
-        if store.exists():
-            shutil.rmtree(aside, ignore_errors=True)
-            logger.warning(
-                f"{store}: removed the rest of {aside.name}, the earlier store an interrupted run had almost "
-                "finished deleting after a successful run; the store holds that run's result."
-            )
-            return [aside.name]
-        raise RuntimeError(
-            f"{store} is missing and {aside} holds an incomplete store set aside by an interrupted run; "
-            "nothing was changed. Look inside it before removing it."
+    if store.exists() and is_zarr_store(store) and _run_succeeded(store):
+        shutil.rmtree(aside, ignore_errors=True)
+        logger.warning(
+            f"{store}: removed the rest of {aside.name}, the earlier store an interrupted `stpredict predict ... "
+            "--overwrite` had almost finished deleting after it succeeded; the store holds that run's result."
         )
+        return [aside.name]
+    if not is_zarr_store(aside):
+        raise RuntimeError(
+            f"{aside} is not a complete zarr store (an interrupted run of stpredict 0.1 set it aside); nothing was "
+            f"changed. Look inside it and {store} before removing either."
+        )
+    if store.exists():
+        slide = (
+            ((store_attrs(store).get(_ATTRS_KEY) or {}).get("slide") or {}) if is_zarr_store(store) else {}
+        )
+        elements = store_elements(store)
+        extra = sorted(n for n, t in elements.items() if not (n == slide.get("image") or t == "shapes"))
+        if extra or (elements and not slide):
+            raise RuntimeError(
+                f"{store} holds more than the partial output of an interrupted `stpredict predict ... --overwrite` "
+                f"({extra or 'it is not a slide store'}), and {aside.name} beside it holds the store from before that "
+                "run; nothing was changed. Keep what you need of each and remove the other."
+            )
     swap_folder(aside, store, f".{store.name}.interrupted-{uuid.uuid4().hex[:8]}")
     logger.warning(
         f"{store}: put back the earlier store that an interrupted `stpredict predict ... --overwrite` had set aside "
@@ -519,13 +547,15 @@ def write_along(
     remove: Sequence[str] = (),
     attrs: dict[str, Any] | None = None,
     stamp: dict[str, Any] | None = None,
+    adopt: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
     """Have the next :class:`ElementWriter` on ``sdata`` inside the block write more in its one transaction.
 
     ``own`` are elements already in ``sdata`` (in memory, e.g. an image read lazily from a slide file) to be written
     to its store, recorded as written ``by``; ``remove`` are elements stpredict wrote earlier to remove; ``attrs``
     are keys of the root ``attrs["stpredict"]`` record to set; ``stamp`` is added to the registry record of every
-    element that writer writes (e.g. a run id). The command line uses this to add the H&E copy and
+    element that writer writes (e.g. a run id); ``adopt`` are elements stpredict wrote without a registry record
+    (see :func:`check_new_names`). The command line uses this to add the H&E copy and
     the predictions of a slide to a store in one step. The yielded dict's ``"taken"`` says whether a writer did.
     """
     joined = {
@@ -535,6 +565,7 @@ def write_along(
         "remove": list(remove),
         "attrs": dict(attrs or {}),
         "stamp": dict(stamp or {}),
+        "adopt": list(adopt),
     }
     joined["taken"] = False
     token = _JOINED.set(joined)
@@ -590,11 +621,12 @@ class ElementWriter:
             remove = [*remove, *joined["remove"]]
             attrs = {**(attrs or {}), **joined["attrs"]}
         self.stamp = joined["stamp"] if took else {}
+        adopt = joined["adopt"] if took else []
         self.names = list(names)
         self.own = list(own)
         self.remove = [n for n in remove if n not in self.names]
         self.attrs = attrs
-        self.replace = check_new_names(sdata, self.names, overwrite, own=self.own)
+        self.replace = check_new_names(sdata, self.names, overwrite, own=self.own, adopt=adopt)
         self.remove = check_new_names(sdata, self.remove, True)
         self.elements: dict[str, Any] = {}
         self._by: dict[str, str] = {}
@@ -609,7 +641,7 @@ class ElementWriter:
     # -- context
     def __enter__(self) -> ElementWriter:
         if self.store is not None:
-            recover_store(self.store)
+            _recover_transactions(self.store)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -53,8 +53,9 @@ MARKER = ".stpredict-outs"
 def fresh_folder(path: str | Path, overwrite: bool) -> Path:
     """``path`` as a folder about to be written: an existing one is an error unless ``overwrite`` (then removed).
 
-    ``overwrite`` replaces only a folder that these writers wrote (it holds :data:`MARKER`) or an empty one, never
-    a file or another folder (a real Space Ranger ``outs/``, say).
+    ``overwrite`` replaces only a folder that these writers wrote (it holds :data:`MARKER`, written first) or an empty
+    one, never a file or another folder (a real Space Ranger ``outs/``, say). Files put into a marked folder later
+    are replaced with it.
     """
     path = Path(path)
     if path.exists():
@@ -70,11 +71,12 @@ def fresh_folder(path: str | Path, overwrite: bool) -> Path:
                 "`overwrite=True` does not replace it: it may be a real Space Ranger output. Choose another path."
             )
         shutil.rmtree(path)
-    return path
+    path.mkdir(parents=True, exist_ok=True)
+    return mark_written(path)  # first: a write killed part-way leaves a folder overwrite=True may replace
 
 
 def mark_written(path: Path) -> Path:
-    """Mark ``path`` as written by stpredict's ``outs/`` writers (the last step of a complete write)."""
+    """Mark ``path`` as a folder stpredict's ``outs/`` writers write (and ``overwrite=True`` may replace)."""
     (path / MARKER).write_text("written by stpredict.datasets; overwrite=True may replace this folder\n")
     return path
 
@@ -192,4 +194,4 @@ def write_visium_hd_outs(
         (bdir / "spatial" / "scalefactors_json.json").write_text(
             json.dumps({**base_sf, "spot_diameter_fullres": bin_um / mpp, "bin_size_um": bin_um})
         )
-    return mark_written(path)
+    return path

@@ -17,7 +17,7 @@ from spatialdata import SpatialData
 from .. import _constants as C
 from .._core._image import full_resolution
 from .._core._mpp import get_mpp
-from ._visium_hd_outs import _write_10x_h5, fresh_folder, mark_written
+from ._visium_hd_outs import _write_10x_h5, fresh_folder
 
 __all__ = ["write_visium_outs"]
 
@@ -213,4 +213,4 @@ def write_visium_outs(
         im.resize(size, Image.Resampling.BOX).save(spatial / name)
     if fullres_image:
         tifffile.imwrite(path / FULLRES_IMAGE_FILE, rgb, photometric="rgb")
-    return mark_written(path)
+    return path

@@ -413,10 +413,10 @@ class BaseModel:
                     f"{path} exists and is not empty; pass `overwrite=True` to replace the checkpoint."
                 )
             # never write into (or over the files of) a folder of the user's
-            if not (path / _CONFIG).is_file():
+            if not _is_checkpoint(path):
                 raise FileExistsError(
-                    f"{path} is a folder that holds no stpredict checkpoint ({_CONFIG}), so even `overwrite=True` "
-                    "does not write into it: it may hold your files. Choose another path."
+                    f"{path} is a folder that holds no stpredict checkpoint (a {_CONFIG} that stpredict wrote), so "
+                    "even `overwrite=True` does not write into it: it may hold your files. Choose another path."
                 )
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.module.state_dict(), path / _WEIGHTS)
@@ -536,6 +536,15 @@ def _torch_load(path: Path, *, weights_only: bool, fix: str) -> Any:
         raise ValueError(
             f"{path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {first}). {fix}"
         ) from exc
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether the folder ``path`` holds a ``config.json`` that stpredict wrote (damaged weights or not)."""
+    try:
+        config = json.loads((path / _CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "stpredict_version" in config and "format" in config
 
 
 def read_config(path: str | os.PathLike) -> dict:

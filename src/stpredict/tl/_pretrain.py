@@ -255,6 +255,11 @@ def pretrain_encoder(
     meta_path = Path(f"{weights}.json")
     state_path = Path(f"{weights}.state.pt")
     state = None
+    if overwrite and weights.exists() and not meta_path.exists() and not state_path.exists():
+        raise FileExistsError(
+            f"{weights} exists and has no record {meta_path.name} beside it: stpredict did not write it, so even "
+            "`overwrite=True` does not replace it (it may be your own encoder's weights). Choose another path."
+        )
     if overwrite:
         state_path.unlink(missing_ok=True)
     elif state_path.is_file():
