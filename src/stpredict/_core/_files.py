@@ -315,24 +315,38 @@ def tiff_truncation(pages: Iterable[Any], size: int, messages: Iterable[str] = (
     for page in pages:
         if page is None:
             continue
+        # a page of a multi-file OME-TIFF lies in its own file
+        fh = getattr(getattr(page, "parent", None), "filehandle", None)
+        end = int(fh.size) if fh is not None and getattr(fh, "size", None) else size
         offsets = np.asarray(page.dataoffsets, dtype=np.int64)
         counts = np.asarray(page.databytecounts, dtype=np.int64)
         present = counts > 0
         total += int(present.sum())
-        beyond += int(((offsets + counts > size) & present).sum())
+        beyond += int(((offsets + counts > end) & present).sum())
         tags = getattr(page, "tags", None)  # frames share their keyframe's tags
         for tag in tags.values() if tags is not None else ():
-            if tag.valueoffset + tag.valuebytecount > size:
-                cut_tags.append(tag.name)
+            try:
+                if tag.valueoffset + tag.valuebytecount > end:
+                    cut_tags.append(tag.name)
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+            ):  # a tag of a data type tifffile does not know: not ours to judge
+                continue
     if beyond:
         return f"{beyond} of {total} image tiles/strips end past its {size:,} bytes"
     if cut_tags:
         return f"the value of tag(s) {', '.join(dict.fromkeys(cut_tags))} ends past its {size:,} bytes"
     for msg in messages:
+        # an IFD or a value that starts past the end, or a read cut short (a tag of a page that is not read, e.g. a
+        # macro photo's, that merely ends oddly is not taken for truncation)
         numbers = [int(n) for n in re.findall(r"(?:@|offset )(\d+)", msg)]
-        # tifffile's "invalid value offset" is a tag value that starts (< 8) or ends (else) outside the file
-        past_end = [int(n) for n in re.findall(r"invalid value offset (\d+)", msg) if int(n) >= 8]
-        if past_end or any(n >= size for n in numbers) or any(m in msg for m in _SHORT_READ):
+        # the image description (OME-XML, Aperio's header: where the pixel size is) that ends past the end
+        description = re.search(r"TiffTag 270 @\d+> invalid value offset (\d+)", msg)
+        if description and int(description.group(1)) >= 8:
+            return f"tifffile: {msg.strip()[:200]}"
+        if any(n >= size for n in numbers) or any(m in msg for m in _SHORT_READ):
             return f"tifffile: {msg.strip()[:200]}"
     return None
 
