@@ -90,8 +90,11 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, trained):
     (path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         PixNet.load(path)
-    with pytest.raises(FileNotFoundError, match="not an stpredict checkpoint"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         PixNet.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not an stpredict checkpoint"):
+        PixNet.load(tmp_path / "empty")
 
 
 def test_resume_training_from_checkpoint(tmp_path, slide, trained):
