@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import spatialdata as sd
 from spatialdata.transformations import get_transformation
 
 import stpredict as stp
@@ -140,3 +141,23 @@ def test_pixnet_trains_on_visium_hd_bins_read_as_labels(hd_labels):
         seed=0,
     )
     assert model.history and np.isfinite(model.history[-1]["train_loss"])
+
+
+def test_pooling_raster_linked_bins_matches_pooling_their_squares(outs_2um, hd_labels):
+    """pp.pool_footprints on 2 µm bins read as a bin-id raster gives the same table and footprints as on squares."""
+    shp = stp.io.read_visium_hd(outs_2um, dataset_id="hd", bins_as="shapes")
+    lab = sd.SpatialData(
+        labels=dict(hd_labels.labels), tables={"bins": hd_labels.tables["square_002um"].copy()}
+    )
+    stp.pp.pool_footprints(lab, "bins", size=4, key_added="p")
+    stp.pp.pool_footprints(shp, "square_002um", size=4, key_added="p")
+    a, b = lab.tables["p"], shp.tables["p"]
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    np.testing.assert_array_equal(a.obs[["array_row", "array_col"]], b.obs[["array_row", "array_col"]])
+    cs = "hd"
+    ga = sd.transform(lab.shapes["p_shapes"], to_coordinate_system=cs)
+    gb = sd.transform(shp.shapes["p_shapes"], to_coordinate_system=cs)
+    assert cs in get_transformation(lab.shapes["p_shapes"], get_all=True)
+    np.testing.assert_allclose(ga.area.to_numpy(), gb.area.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ga.centroid.x.to_numpy(), gb.centroid.x.to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(ga.centroid.y.to_numpy(), gb.centroid.y.to_numpy(), atol=1e-3)

@@ -1,0 +1,129 @@
+"""pp.pool_footprints: coarse measurements made exactly from fine ones (summed counts over unions of shapes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import spatialdata as sd
+from scipy import sparse
+
+import stpredict as stp
+
+
+@pytest.fixture(scope="module")
+def slide():
+    return stp.datasets.synthetic(width_um=1200, height_um=1008, n_genes=6, seed=0, bins_um=(16,))
+
+
+def _copy(s):
+    return sd.SpatialData(
+        images=dict(s.images), shapes=dict(s.shapes), tables={k: t.copy() for k, t in s.tables.items()}
+    )
+
+
+def _dense(X):
+    return X.toarray() if sparse.issparse(X) else np.asarray(X)
+
+
+def test_square_blocks_sum_counts_and_unite_shapes_exactly(slide):
+    s = _copy(slide)
+    names = stp.pp.pool_footprints(s, "square_016um", size=4)
+    assert names == ["square_016um_pooled4_shapes", "square_016um_pooled4"]
+    src, pooled = s.tables["square_016um"], s.tables["square_016um_pooled4"]
+    M = pooled.obsm["members"]
+    assert M.shape == (pooled.n_obs, src.n_obs) and set(np.unique(M.sum(0).A1)) <= {
+        0,
+        1,
+    }  # no bin in two blocks
+    np.testing.assert_array_equal(_dense(pooled.X), _dense(M @ src.X))  # exact sums of the measured counts
+    assert (pooled.obs["n_members"] == 16).all()
+    # every block's members share its block index, and the union of 16 bins is one square of 4 x 4 bins
+    rows, cols = src.obs["array_row"].to_numpy(), src.obs["array_col"].to_numpy()
+    for k in range(0, pooled.n_obs, 17):
+        members = M[k].indices
+        assert (
+            len(set((rows[members] - rows.min()) // 4)) == 1
+            and len(set((cols[members] - cols.min()) // 4)) == 1
+        )
+    shapes = s.shapes["square_016um_pooled4_shapes"]
+    bins = s.shapes[src.uns["spatialdata_attrs"]["region"]]
+    assert set(shapes.geom_type) == {"Polygon"}
+    np.testing.assert_allclose(shapes.area, 16 * bins.area.iloc[0])
+    np.testing.assert_allclose(shapes.envelope.area, shapes.area)  # a square, not 16 pieces
+    # the table is linked to its shapes, and the dense truth aggregates over them (any footprint works downstream)
+    assert pooled.uns["spatialdata_attrs"]["region"] == "square_016um_pooled4_shapes"
+    assert pooled.uns["stpredict"]["pooled_from"]["table"] == "square_016um"
+
+
+def test_visium_rosettes_are_a_spot_and_its_six_neighbours(slide):
+    s = _copy(slide)
+    stp.pp.pool_footprints(s, "visium_spots", size=7)
+    src, pooled = s.tables["visium_spots"], s.tables["visium_spots_pooled7"]
+    assert pooled.uns["stpredict"]["pooled_from"]["grid"] == "hex"
+    M = pooled.obsm["members"]
+    np.testing.assert_array_equal(_dense(pooled.X), _dense(M @ src.X))
+    xy = src.obsm["spatial"]
+    pitch = 100 / stp.pp.get_mpp(s, "synthetic_full_image")  # Visium's centre-to-centre distance in pixels
+    for k in range(pooled.n_obs):
+        members = M[k].indices
+        assert members.size == 7
+        d = np.linalg.norm(xy[members][:, None] - xy[members][None], axis=-1)
+        centre = np.argmin(d.sum(1))  # the middle spot: every other member is its neighbour
+        np.testing.assert_allclose(np.sort(d[centre])[1:], pitch, rtol=1e-3)
+    disks = s.shapes["visium_spots_pooled7_shapes"]
+    r = s.shapes["synthetic_visium_spots"]["radius"].iloc[0]
+    np.testing.assert_allclose(disks.area, 7 * np.pi * r**2, rtol=1e-3)  # 7 disjoint disks, as 128-gons
+
+
+def test_every_spot_lies_in_one_rosette_when_incomplete_ones_are_kept(slide):
+    s = _copy(slide)
+    stp.pp.pool_footprints(s, "visium_spots", size=7, complete=False, key_added="all")
+    M = s.tables["all"].obsm["members"]
+    np.testing.assert_array_equal(M.sum(0).A1, 1)
+    assert s.tables["all"].obs["n_members"].max() == 7
+
+
+def test_pooled_elements_round_trip_and_are_never_overwritten_unasked(slide, tmp_path):
+    s = _copy(slide)
+    s.write(tmp_path / "s.zarr")
+    s = sd.read_zarr(tmp_path / "s.zarr")
+    stp.pp.pool_footprints(s, "st_spots", size=2)
+    back = sd.read_zarr(tmp_path / "s.zarr")
+    t = back.tables["st_spots_pooled2"]
+    np.testing.assert_array_equal(_dense(t.X), _dense(t.obsm["members"] @ back.tables["st_spots"].X))
+    assert "st_spots_pooled2_shapes" in back.shapes
+    with pytest.raises(ValueError, match="overwrite=True"):
+        stp.pp.pool_footprints(s, "st_spots", size=2)
+    stp.pp.pool_footprints(s, "st_spots", size=2, overwrite=True)
+    with pytest.raises(ValueError, match="not written by stpredict"):  # the user's own table of that name
+        stp.pp.pool_footprints(s, "st_spots", size=2, key_added="square_016um", overwrite=True)
+
+
+def test_bad_input_gets_a_clear_error(slide):
+    s = _copy(slide)
+    with pytest.raises(ValueError, match="No complete block"):
+        stp.pp.pool_footprints(s, "st_spots", size=20)
+    with pytest.raises(ValueError, match="size=7"):
+        stp.pp.pool_footprints(s, "visium_spots", size=3)
+    t = s.tables["st_spots"]
+    s.tables["lognorm"] = t.copy()
+    s.tables["lognorm"].X = np.log1p(_dense(t.X).astype(float) / 3)
+    with pytest.raises(ValueError, match="non-integer"):
+        stp.pp.pool_footprints(s, "lognorm")
+    del s.tables["st_spots"].obs["array_row"]
+    with pytest.raises(ValueError, match="grid"):
+        stp.pp.pool_footprints(s, "st_spots")
+    with pytest.raises(KeyError, match="not found"):
+        stp.pp.pool_footprints(s, "nope")
+
+
+def test_her2st_section_pools_3x3(her2st_dir):
+    s = stp.datasets.her2st("C2", data_dir=her2st_dir, downsample=4)
+    stp.pp.pool_footprints(s, "spots", size=3, complete=False)
+    src, pooled = s.tables["spots"], s.tables["spots_pooled3"]
+    assert pooled.uns["stpredict"]["pooled_from"]["grid"] == "square"
+    np.testing.assert_array_equal(_dense(pooled.X), _dense(pooled.obsm["members"] @ src.X))
+    assert int(pooled.X.sum()) == int(src.X.sum())  # every spot in exactly one block
+    stp.pp.pool_footprints(s, "spots", size=3, key_added="complete3")
+    assert 5 <= s.tables["complete3"].n_obs < pooled.n_obs
+    assert (s.tables["complete3"].obs["n_members"] == 9).all()
