@@ -627,7 +627,8 @@ class ElementWriter:
         self.remove = [n for n in remove if n not in self.names]
         self.attrs = attrs
         self.replace = check_new_names(sdata, self.names, overwrite, own=self.own, adopt=adopt)
-        self.remove = check_new_names(sdata, self.remove, True)
+        # what is removed is the store's element (the object may hold another of that name, e.g. a slide's image)
+        self.remove = check_new_names(sdata, self.remove, True, own=self.remove)
         self.elements: dict[str, Any] = {}
         self._by: dict[str, str] = {}
         self.committed = False
