@@ -127,3 +127,25 @@ def test_her2st_section_pools_3x3(her2st_dir):
     stp.pp.pool_footprints(s, "spots", size=3, key_added="complete3")
     assert 5 <= s.tables["complete3"].n_obs < pooled.n_obs
     assert (s.tables["complete3"].obs["n_members"] == 9).all()
+
+
+def test_pixnet_trains_on_pooled_spots_when_a_tile_holds_them(tmp_path):
+    """3 x 3 pooled ST spots (~500 µm) do not fit a 384 µm tile: said before the first step, with the tile to use."""
+    pytest.importorskip("torch")
+    from stpredict.model import PixNet
+
+    s = stp.datasets.synthetic(
+        width_um=1600, height_um=1600, n_genes=6, seed=0, bins_um=(16,), visium_spots=False
+    )
+    stp.pp.pool_footprints(s, "st_spots", size=3)
+    small = PixNet(decoder_channels=8, train_mpp=2.0, tile_size=192)
+    with pytest.raises(ValueError, match=r"No footprint fits in a tile.*at least 2\d\d px"):
+        small.train(
+            s, tables="st_spots_pooled3", n_top_genes=4, max_epochs=1, steps_per_epoch=1, progress=False
+        )
+    model = PixNet(decoder_channels=8, train_mpp=2.0, tile_size=288)
+    model.train(s, tables="st_spots_pooled3", n_top_genes=4, max_epochs=1, steps_per_epoch=2, progress=False)
+    stp.tl.predict_dense(s, model, bins_um=(), shapes=["synthetic_st_spots"], progress=False)
+    assert (
+        s.tables["pixnet_synthetic_st_spots"].n_obs == s.tables["st_spots"].n_obs
+    )  # predicted at single spots

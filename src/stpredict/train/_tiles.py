@@ -11,6 +11,7 @@ import torch
 from scipy import sparse
 
 from .._core import footprint_matrix
+from .._logging import logger
 from .._progress import tqdm
 from .._types import Coverage, TableWeighting, check_choice
 from ..module import aggregate_map, bilinear_matrix, to_torch_sparse
@@ -121,6 +122,9 @@ class TileSampler:
         with image context on every side, as in prediction (where blocks carry a context margin).
     seed
         Seed of the sampler's random generator.
+    require_fit
+        Refuse, before any step, footprints that no tile can hold whole (none: an error naming the tile size that
+        would; some: a warning). Footprints that cannot be held are never drawn either way.
 
     """
 
@@ -135,6 +139,7 @@ class TileSampler:
         coverage: Coverage = "center",
         context: int = 0,
         seed: int = 0,
+        require_fit: bool = False,
     ) -> None:
         self.sections = list(sections)
         self.tile = int(tile_size)
@@ -148,14 +153,46 @@ class TileSampler:
         self.max_footprints = max_footprints
         self.coverage = coverage
         self.rng = np.random.default_rng(seed)
-        self.pairs = [(s, t) for s, sec in enumerate(self.sections) for t in range(len(sec.footprints))]
-        if not self.pairs:
+        # a footprint is supervised only whole inside a tile (``context`` px from its edges): those that cannot be
+        # are never drawn, and a tile's jitter leaves room for the footprint it is drawn for
+        room = self.tile - 2 * self.context
+        self.extent = [
+            [np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) for b in sec.bounds] for sec in self.sections
+        ]
+        self.fit = {
+            (s, t): np.nonzero(ext <= room)[0]
+            for s, exts in enumerate(self.extent)
+            for t, ext in enumerate(exts)
+        }
+        self.pairs = [key for key, idx in self.fit.items() if idx.size]
+        n_all = sum(ext.size for exts in self.extent for ext in exts)
+        n_fit = sum(idx.size for idx in self.fit.values())
+        if n_all == 0:
             raise ValueError("No supervised footprint to train on.")
+        if n_fit < n_all and require_fit:
+            largest = max(float(ext.max()) for exts in self.extent for ext in exts if ext.size)
+            need = int(np.ceil((largest + 2 * self.context) / 32) * 32)
+            what = (
+                f"{n_all - n_fit} of the {n_all} footprints are larger than a {self.tile} px tile"
+                + (f" less {self.context} px of context on each side" if self.context else "")
+                + f" (the largest spans {largest:.0f} px)"
+            )
+            if not n_fit:
+                raise ValueError(
+                    f"No footprint fits in a tile: {what}, so none can be supervised whole. Raise `tile_size` to "
+                    f"at least {need} px (or train at a coarser `train_mpp`)."
+                )
+            logger.warning(f"{what}: they are left out of training (`tile_size={need}` would take them all).")
 
-    def _origin(self, sec: SectionData, cx: float, cy: float, jitter: bool) -> tuple[int, int]:
+    def _origin(
+        self, sec: SectionData, cx: float, cy: float, jitter: bool, reach: float = 0.0
+    ) -> tuple[int, int]:
         T = self.tile
         h, w = sec.image.shape[:2]
-        j = self.rng.uniform(-T / 4, T / 4, 2) if jitter else np.zeros(2)
+        a = min(
+            T / 4, max(0.0, T / 2 - self.context - reach)
+        )  # a footprint that fits stays whole in the tile
+        j = self.rng.uniform(-a, a, 2) if jitter else np.zeros(2)
         x0, y0 = cx - T / 2 + j[0], cy - T / 2 + j[1]
         if self.snap:
             step = max(1, T // 2)
@@ -228,9 +265,16 @@ class TileSampler:
                 )
             s, t = self.pairs[self.rng.integers(len(self.pairs))]
             sec = self.sections[s]
-            i = self.rng.integers(len(sec.footprints[t]))
+            fit = self.fit[(s, t)]
+            i = (
+                fit[self.rng.integers(fit.size)]
+                if fit.size < len(sec.footprints[t])
+                else self.rng.integers(fit.size)
+            )
             cx, cy = sec.footprints[t].centres[i]
-            x0, y0 = self._origin(sec, cx, cy, jitter=True)
+            b = sec.bounds[t][i]
+            reach = float(max(cx - b[0], b[2] - cx, cy - b[1], b[3] - cy))  # centre to the farthest edge
+            x0, y0 = self._origin(sec, cx, cy, jitter=True, reach=reach)
             r = self.tile_targets(sec, x0, y0)
             if r is None:
                 continue
@@ -534,6 +578,7 @@ class TilePlan:
             coverage=coverage,
             context=context,
             seed=seed,
+            require_fit=True,
         )
         self.val_batches = (
             TileSampler(val, tile_size=tile_size, augment=False, coverage=coverage, seed=seed).fixed_batches(
