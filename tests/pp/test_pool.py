@@ -83,6 +83,31 @@ def test_every_spot_lies_in_one_rosette_when_incomplete_ones_are_kept(slide):
     assert s.tables["all"].obs["n_members"].max() == 7
 
 
+def test_rosettes_form_a_hexagonal_grid_again(slide):
+    """The pooled table's indices are doubled-width hexagonal ones: neighbouring rosettes are sqrt(7) pitches apart."""
+    s = _copy(slide)
+    stp.pp.pool_footprints(s, "visium_spots", size=7, complete=False, key_added="all")
+    t = s.tables["all"]
+    rows, cols = t.obs["array_row"].to_numpy(), t.obs["array_col"].to_numpy()
+    assert not ((rows + cols) % 2).any()
+    full = t.obs["n_members"].to_numpy() == 7
+    centres = np.asarray(s.shapes["all_shapes"].centroid.apply(lambda g: (g.x, g.y)).tolist())
+    pitch = 100 / stp.pp.get_mpp(s, "synthetic_full_image")
+    pairs = 0
+    for a in np.nonzero(full)[0]:
+        for b in np.nonzero(full)[0]:
+            dr, dc = rows[b] - rows[a], cols[b] - cols[a]
+            if (dr, dc) in {(0, 2), (1, 1), (1, -1)}:  # neighbours on a doubled-width grid
+                np.testing.assert_allclose(
+                    np.linalg.norm(centres[b] - centres[a]), np.sqrt(7) * pitch, rtol=1e-3
+                )
+                pairs += 1
+    assert pairs >= 2
+    assert stp.pp.pool_footprints(
+        s, "all", size=7, complete=False, key_added="again"
+    )  # read as hexagonal again
+
+
 def test_pooled_elements_round_trip_and_are_never_overwritten_unasked(slide, tmp_path):
     s = _copy(slide)
     s.write(tmp_path / "s.zarr")

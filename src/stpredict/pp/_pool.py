@@ -50,7 +50,7 @@ def _square_blocks(
     for dr in range(size):
         for dc in range(size):
             br, bc = (rows - rows.min() + dr) // size, (cols - cols.min() + dc) // size
-            _, counts = np.unique(br * (cols.max() + size) + bc, return_counts=True)
+            _, counts = np.unique(br * (int(bc.max()) + 1) + bc, return_counts=True)
             score = int((counts == size * size).sum()) if complete else -counts.size
             if best is None or score > best[0]:
                 best = (score, br, bc, (dr, dc))
@@ -105,6 +105,11 @@ def _member_geometries(sdata: SpatialData, region: str, ids: np.ndarray) -> tupl
     img = np.asarray(arr.compute() if hasattr(arr, "compute") else arr)
     yy, xx = np.nonzero(img)
     pos = pd.Series(np.arange(yy.size), index=img[yy, xx])
+    if not pos.index.is_unique:
+        raise ValueError(
+            f"The labels {region!r} are not a bin-id raster: some ids cover several pixels (a segmentation, or an "
+            "upsampled raster). Pooling needs one pixel per bin (as `io.read_visium_hd(bins_as='labels')` writes)."
+        )
     missing = ~np.isin(ids, pos.index.to_numpy())
     if missing.any():
         raise ValueError(f"{int(missing.sum())} bin id(s) of the table are not in the raster {region!r}.")
@@ -211,7 +216,10 @@ def pool_footprints(
             raise ValueError(
                 f"Table {table!r}: hexagonal (doubled-width) indices need array_row + array_col even."
             )
-        bi, bj = _hex_rosettes(rows, cols)
+        i, j = _hex_rosettes(rows, cols)
+        # (i, j) are axial coordinates of the rosettes' lattice (its basis is closed under 60° rotations):
+        # written as doubled-width indices like Visium's, so the pooled table is a hexagonal grid again
+        bi, bj = j, 2 * i + j
         full, phase = 7, (0, 0)
     else:
         bi, bj, phase = _square_blocks(rows, cols, size, complete)
@@ -247,8 +255,8 @@ def pool_footprints(
     )
     if not mask.all():
         raise ValueError(f"Table {table!r} has rows that annotate no element; drop them first.")
-    geoms, transformations = _member_geometries(sdata, region, adata.obs[instance_key].to_numpy())
-    groups = pd.Series(np.arange(adata.n_obs)[inside]).groupby(member_of[inside])
+    geoms, transformations = _member_geometries(sdata, region, adata.obs[instance_key].to_numpy()[inside])
+    groups = pd.Series(np.arange(inside.size)).groupby(member_of[inside])
     unions = [shapely.union_all(geoms.iloc[idx.to_numpy()].to_numpy()) for _, idx in groups]
     pooled_shapes = gpd.GeoDataFrame(geometry=unions)
     centroids = np.c_[pooled_shapes.centroid.x, pooled_shapes.centroid.y]
@@ -267,14 +275,17 @@ def pool_footprints(
     out = ad.AnnData(X=X, obs=obs, var=adata.var[[]].copy())
     out.obsm["members"] = M
     out.obsm[C.SPATIAL_KEY] = centroids
-    record = dict(adata.uns.get(C.UNS_KEY, {})) if isinstance(adata.uns.get(C.UNS_KEY), dict) else {}
+    source = dict(adata.uns.get(C.UNS_KEY, {})) if isinstance(adata.uns.get(C.UNS_KEY), dict) else {}
+    record = {k: source[k] for k in ("reader", "mpp", "mpp_source", "pixel_cs", "micron_cs") if k in source}
     record["pooled_from"] = {
+        "record": source,
         "table": table,
         "region": region,
         "grid": kind,
         "size": int(size),
         "complete": bool(complete),
         "phase": [int(v) for v in phase],
+        "grid_origin": [int(rows.min()), int(cols.min())],
         "n_source": int(adata.n_obs),
         "members": "obsm['members']: rows of the source table, in its order",
     }

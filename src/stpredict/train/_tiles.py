@@ -156,12 +156,17 @@ class TileSampler:
         # a footprint is supervised only whole inside a tile (``context`` px from its edges): those that cannot be
         # are never drawn, and a tile's jitter leaves room for the footprint it is drawn for
         room = self.tile - 2 * self.context
+        # in whole pixels, as tile origins are: a footprint spans ceil(right) - floor(left) of them
         self.extent = [
-            [np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) for b in sec.bounds] for sec in self.sections
+            [
+                np.maximum(np.ceil(b[:, 2]) - np.floor(b[:, 0]), np.ceil(b[:, 3]) - np.floor(b[:, 1]))
+                for b in sec.bounds
+            ]
+            for sec in self.sections
         ]
         self.fit = {
-            (s, t): np.nonzero(ext <= room)[0]
-            for s, exts in enumerate(self.extent)
+            (s, t): np.nonzero(self._fits(sec.bounds[t], ext, room))[0]
+            for s, (sec, exts) in enumerate(zip(self.sections, self.extent, strict=True))
             for t, ext in enumerate(exts)
         }
         self.pairs = [key for key, idx in self.fit.items() if idx.size]
@@ -171,10 +176,12 @@ class TileSampler:
             raise ValueError("No supervised footprint to train on.")
         if n_fit < n_all and require_fit:
             largest = max(float(ext.max()) for exts in self.extent for ext in exts if ext.size)
-            need = int(np.ceil((largest + 2 * self.context) / 32) * 32)
+            # a frozen encoder's tiles lie on a half-tile grid, which holds footprints up to half a tile
+            need = int(np.ceil(((2 if self.snap else 1) * largest + 2 * self.context) / 32) * 32)
             what = (
-                f"{n_all - n_fit} of the {n_all} footprints are larger than a {self.tile} px tile"
+                f"{n_all - n_fit} of the {n_all} footprints fit in no {self.tile} px tile"
                 + (f" less {self.context} px of context on each side" if self.context else "")
+                + (" on the half-tile grid of a frozen encoder" if self.snap else "")
                 + f" (the largest spans {largest:.0f} px)"
             )
             if not n_fit:
@@ -184,14 +191,23 @@ class TileSampler:
                 )
             logger.warning(f"{what}: they are left out of training (`tile_size={need}` would take them all).")
 
+    def _fits(self, b: np.ndarray, ext: np.ndarray, room: int) -> np.ndarray:
+        """Which footprints (bounds ``b``) a tile can hold whole; with ``snap``, a tile on the ``T // 2`` grid."""
+        ok = ext <= room
+        if self.snap:
+            step, m, T = max(1, self.tile // 2), self.context, self.tile
+            for lo, hi in ((0, 2), (1, 3)):  # some snapped origin k * step has lo - m >= origin >= hi - T + m
+                ok &= np.floor((np.floor(b[:, lo]) - m) / step) >= np.ceil((np.ceil(b[:, hi]) - T + m) / step)
+        return ok
+
     def _origin(
         self, sec: SectionData, cx: float, cy: float, jitter: bool, reach: float = 0.0
     ) -> tuple[int, int]:
         T = self.tile
         h, w = sec.image.shape[:2]
-        a = min(
-            T / 4, max(0.0, T / 2 - self.context - reach)
-        )  # a footprint that fits stays whole in the tile
+        # footprints up to a quarter tile from their centre: the jitter as ever; larger ones: only as far as keeps
+        # them whole
+        a = T / 4 if reach <= T / 4 else min(T / 4, max(0.0, T / 2 - self.context - reach))
         j = self.rng.uniform(-a, a, 2) if jitter else np.zeros(2)
         x0, y0 = cx - T / 2 + j[0], cy - T / 2 + j[1]
         if self.snap:
@@ -263,6 +279,8 @@ class TileSampler:
                     "fit inside a tile"
                     + (f" with {self.context} px of context on every side." if self.context else ".")
                 )
+            if not self.pairs:
+                raise ValueError(f"No footprint fits in a {self.tile} px tile: raise `tile_size`.")
             s, t = self.pairs[self.rng.integers(len(self.pairs))]
             sec = self.sections[s]
             fit = self.fit[(s, t)]
@@ -274,6 +292,11 @@ class TileSampler:
             cx, cy = sec.footprints[t].centres[i]
             b = sec.bounds[t][i]
             reach = float(max(cx - b[0], b[2] - cx, cy - b[1], b[3] - cy))  # centre to the farthest edge
+            if (
+                reach > self.tile / 4
+            ):  # a large footprint: centred on its box (a union's centroid may be off it)
+                cx, cy = (np.floor(b[0]) + np.ceil(b[2])) / 2, (np.floor(b[1]) + np.ceil(b[3])) / 2
+                reach = float(self.extent[s][t][i]) / 2
             x0, y0 = self._origin(sec, cx, cy, jitter=True, reach=reach)
             r = self.tile_targets(sec, x0, y0)
             if r is None:
