@@ -120,7 +120,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
                 "replace it; nothing was changed. Choose another --out, or remove those elements first."
             )
     record = sdata.attrs.setdefault("stpredict", {})
-    names = [n for t in ("images", "labels", "points", "shapes", "tables") for n in getattr(sdata, t)]
+    names = [n for t in _ELEMENT_TYPES for n in getattr(sdata, t)]
     record["written"] = {n: {"type": _element_type(sdata, n), "by": by} for n in names}
     tmp = out.with_name(_side_name(out, "new"))
     with quiet_ome_zarr():
@@ -280,7 +280,7 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
     (anything else is refused untouched); with ``--overwrite`` everything the earlier slide run wrote is replaced by
     this run's output in one transaction, and every other element (ones the user added, ones other stpredict calls
     added) stays. A name this run writes that the user's element has, or the user's elements on another slide, are
-    refused before the slide is read.
+    refused before anything is computed or written.
     """
     import uuid
 
@@ -423,16 +423,14 @@ def _sweep_new_stores(out: Path) -> None:
     import os
     import socket
 
-    def dead(p: Path) -> bool:
-        try:
-            os.kill(int(p.name.rsplit("-", 1)[-1]), 0)
-        except (ValueError, ProcessLookupError):
-            return True
-        except PermissionError:
-            return False
-        return False
+    from ._core._store import _pid_alive
 
     host = socket.gethostname()
+
+    def dead(p: Path) -> bool:
+        pid = p.name.rsplit("-", 1)[-1]
+        return not _pid_alive({"host": host, "pid": int(pid) if pid.isdigit() else None})
+
     for p in sorted(out.parent.glob(f".{out.name}.old-{host}-*")):
         if not dead(p):
             continue

@@ -40,6 +40,7 @@ __all__ = [
     "check_weights_file",
     "corrupt_file_error",
     "ends_mid_line",
+    "exception_summary",
     "read_json",
     "tiff_truncation",
     "tifffile_messages",
@@ -209,6 +210,12 @@ def check_files(
 # --- truncated and corrupt files ---------------------------------------------------------------
 
 
+def exception_summary(exc: BaseException) -> str:
+    """An exception in one line for a message: its type and the first line of its text."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
 def corrupt_file_error(
     path: str | os.PathLike, what: str, reason: str | BaseException, *, fix: str = RECOPY
 ) -> ValueError:
@@ -227,8 +234,7 @@ def corrupt_file_error(
 
     """
     if isinstance(reason, BaseException):
-        first = (str(reason).strip().splitlines() or [""])[0]
-        reason = f"{type(reason).__name__}: {first[:300]}" if first else type(reason).__name__
+        reason = exception_summary(reason)
     return ValueError(f"{_first(what)} {_q(Path(path))} looks truncated or corrupt ({reason}). {fix}")
 
 

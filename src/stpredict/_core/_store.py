@@ -338,12 +338,11 @@ def _finish_root(
     """Write the provenance registry (and ``attrs``) into the root attributes, then refresh the consolidated metadata."""
     import zarr
 
-    extra = attrs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
-        attrs = dict(root.attrs.asdict())
-        root.attrs[_ATTRS_KEY] = _merge_registry(attrs.get(_ATTRS_KEY), written, removed, extra)
+        record = dict(root.attrs.asdict()).get(_ATTRS_KEY)
+        root.attrs[_ATTRS_KEY] = _merge_registry(record, written, removed, attrs)
         if consolidate:
             zarr.consolidate_metadata(root.store)
         root.store.close()
@@ -588,45 +587,27 @@ class ElementWriter:
         Allow replacing elements of these names that stpredict wrote earlier.
     by
         The public function writing (recorded in the provenance registry), e.g. ``"tl.predict_dense"``.
-    own
-        Names (among ``names``) of elements the caller placed in ``sdata`` itself to have them written, such as an
-        image read lazily from a slide file; only the store is checked for those (see :func:`check_new_names`).
-    remove
-        Elements stpredict wrote earlier to remove in the same transaction (checked like replaced ones).
-    attrs
-        Keys of the root ``attrs["stpredict"]`` record to set in the same transaction (e.g. ``{"slide": ...}``).
+
+    Inside :func:`write_along` on ``sdata``, the first writer also writes the elements given there, removes the ones
+    given there and sets the root attributes given there, all in its one transaction.
 
     """
 
-    def __init__(
-        self,
-        sdata: SpatialData,
-        names: Sequence[str],
-        *,
-        overwrite: bool,
-        by: str,
-        own: Sequence[str] = (),
-        remove: Sequence[str] = (),
-        attrs: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, sdata: SpatialData, names: Sequence[str], *, overwrite: bool, by: str) -> None:
         self.sdata = sdata
         self.by = by
         joined = _JOINED.get()
         took = joined is not None and joined["sdata"] is sdata and not joined["taken"]
-        if took:
-            # the first writer on this sdata inside `write_along` takes the elements along
+        if took:  # the first writer on this sdata inside `write_along` takes its elements along
             joined["taken"] = True
-            names = [*names, *joined["own"]]
-            own = [*own, *joined["own"]]
-            remove = [*remove, *joined["remove"]]
-            attrs = {**(attrs or {}), **joined["attrs"]}
-        self.stamp = joined["stamp"] if took else {}
-        adopt = joined["adopt"] if took else []
-        self.names = list(names)
-        self.own = list(own)
-        self.remove = [n for n in remove if n not in self.names]
-        self.attrs = attrs
-        self.replace = check_new_names(sdata, self.names, overwrite, own=self.own, adopt=adopt)
+        else:
+            joined = {"own": [], "by": by, "remove": [], "attrs": None, "stamp": {}, "adopt": []}
+        self.names = [*names, *joined["own"]]
+        self.own = list(joined["own"])
+        self.stamp = joined["stamp"]
+        self.attrs = joined["attrs"]
+        self.remove = [n for n in joined["remove"] if n not in self.names]
+        self.replace = check_new_names(sdata, self.names, overwrite, own=self.own, adopt=joined["adopt"])
         # what is removed is the store's element (the object may hold another of that name, e.g. a slide's image)
         self.remove = check_new_names(sdata, self.remove, True, own=self.remove)
         self.elements: dict[str, Any] = {}
@@ -635,9 +616,8 @@ class ElementWriter:
         self._scratch: Path | None = None
         self._tx: Path | None = None
         self.store = _backing_store(sdata)
-        if took:
-            for n in joined["own"]:
-                self.add(n, sdata[n], by=joined["by"])
+        for n in self.own:
+            self.add(n, sdata[n], by=joined["by"])
 
     # -- context
     def __enter__(self) -> ElementWriter:
@@ -738,7 +718,7 @@ class ElementWriter:
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
             staged.write(self.tx / "staged.zarr", consolidate_metadata=False, update_sdata_path=False)
         moves = [{"type": types[n], "name": n} for n in self.elements]
-        # replaced elements that are not re-added (none today) are moved out as well
+        # replaced elements that are not re-added, and the ones to remove, are moved out as well
         on_disk = store_elements(self.store)
         moves += [
             {"type": on_disk.get(n) or _element_type(self.sdata, n), "name": n, "remove": True}

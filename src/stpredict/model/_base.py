@@ -532,9 +532,10 @@ def _torch_load(path: Path, *, weights_only: bool, fix: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # torch raises many kinds for a damaged file (EOF, pickle, zip)
-        first = str(exc).splitlines()[0].split(". ")[0].strip().rstrip(".") if str(exc) else "-"
+        from .._core._files import exception_summary
+
         raise ValueError(
-            f"{path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {first}). {fix}"
+            f"{path} cannot be read: it is truncated or corrupt ({exception_summary(exc)}). {fix}"
         ) from exc
 
 

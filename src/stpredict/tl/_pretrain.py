@@ -12,6 +12,7 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .. import _docs
+from .._core._files import exception_summary
 from .._core._image import Pyramid, check_he, section_names
 from .._core._store import file_sha256
 from .._core._validate import check_int, check_number
@@ -354,8 +355,7 @@ def _read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many kinds for a damaged file (EOF, pickle, zip)
-        first = str(exc).splitlines()[0].split(". ")[0].strip().rstrip(".") if str(exc) else "-"
-        why = f"it is truncated or corrupt ({type(exc).__name__}: {first})"
+        why = f"it is truncated or corrupt ({exception_summary(exc)})"
     else:
         missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else list(_STATE_KEYS)
         if not missing:
