@@ -162,10 +162,12 @@ def pool_footprints(
 
     Returns
     -------
-    The names written: ``tables[key_added]`` (``X`` = summed counts, sparse; ``obs["array_row"/"array_col"]`` = the
-    block's index, ``obs["n_members"]``; ``obsm["members"]`` = the sparse ``(pooled × table rows)`` membership matrix,
-    so that ``X == obsm["members"] @ table.X``; ``obsm["spatial"]`` = the union's centroid in the source element's
-    coordinates; ``uns["stpredict"]["pooled_from"]`` records the source table, grid, block size and phase) linked to
+    The names written, ``[f"{key_added}_shapes", key_added]``: ``tables[key_added]`` (``X`` = summed counts, sparse;
+    ``obs["array_row"/"array_col"]`` = the block's index (doubled-width hexagonal indices for rosettes),
+    ``obs["n_members"]``; ``obsm["members"]`` = the sparse ``(pooled × table rows)`` membership matrix, so that
+    ``X == obsm["members"] @ table.X``; ``obsm["spatial"]`` = the union's centroid in the source element's
+    coordinates; ``uns["stpredict"]`` keeps the source's ``reader``/``mpp``/coordinate systems, and ``["pooled_from"]``
+    records the source table, its region, grid, block size, phase, grid origin and the source's own record) linked to
     ``shapes[f"{key_added}_shapes"]`` (one polygon or multipolygon per pooled footprint, the exact union of its
     members' shapes, disks as 128-gons, with the source element's transformations).
 
