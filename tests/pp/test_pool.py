@@ -174,3 +174,26 @@ def test_pixnet_trains_on_pooled_spots_when_a_tile_holds_them(tmp_path):
     assert (
         s.tables["pixnet_synthetic_st_spots"].n_obs == s.tables["st_spots"].n_obs
     )  # predicted at single spots
+
+
+def test_baselines_train_on_pooled_spots_and_predict_single_spots():
+    """The probe pools features over each union (its tiles grow to hold them); the SpotRegressor crops its box."""
+    pytest.importorskip("torch")
+    from stpredict.model import LinearProbe, SpotRegressor
+
+    s = stp.datasets.synthetic(
+        width_um=1600, height_um=1600, n_genes=6, seed=0, bins_um=(16,), visium_spots=False
+    )
+    stp.pp.pool_footprints(s, "st_spots", size=3)
+    n = s.tables["st_spots_pooled3"].n_obs
+    probe = LinearProbe(encoder="resnet10t", train_mpp=4.0, tile_size=64)  # 256 µm tiles; unions span ~500 µm
+    probe.train(s, tables="st_spots_pooled3", n_top_genes=4, progress=False)
+    assert probe.training_params["n_footprints"] == n  # every union, none left out
+    spot = SpotRegressor(encoder="resnet10t", train_mpp=8.0)
+    spot.train(s, tables="st_spots_pooled3", n_top_genes=4, max_epochs=1, steps_per_epoch=1, progress=False)
+    # the crop is 1.5 x the union's bounding box (~500 µm), at 8 µm/px
+    assert spot.config["input_size"] == pytest.approx(1.5 * 500 / 8, rel=0.1)
+    for model in (probe, spot):
+        stp.tl.predict_shapes(s, model, shapes="synthetic_st_spots", key_added=model.key)
+        pred = s.tables[f"{model.key}_synthetic_st_spots"]
+        assert pred.n_obs == s.tables["st_spots"].n_obs and np.isfinite(pred.X).all()

@@ -32,6 +32,29 @@ from ._dense import DenseModel
 __all__ = ["LinearProbe"]
 
 
+def feature_tile(section: SectionData, tile_size: int) -> int:
+    """The feature tile for a section: ``tile_size``, or larger where a footprint would fit in no tile.
+
+    Feature tiles overlap by half, so a tile of twice a footprint's extent holds it whole wherever it lies; the
+    encoder is frozen and convolutional, so a larger tile changes only memory (the features of a pixel see the same
+    receptive field). Large footprints — e.g. the unions of :func:`stpredict.pp.pool_footprints` — are then pooled
+    over exactly their pixels.
+    """
+    ext = [
+        np.maximum(np.ceil(b[:, 2]) - np.floor(b[:, 0]), np.ceil(b[:, 3]) - np.floor(b[:, 1]))
+        for b in section.bounds
+        if len(b)
+    ]
+    largest = max((float(e.max()) for e in ext), default=0.0)
+    need = int(np.ceil(2 * (largest + 1) / 32) * 32)
+    if need > tile_size:
+        logger.info(
+            f"LinearProbe features of section {section.name!r}: {need} px tiles (not {tile_size}) so that each of "
+            f"its footprints (the largest {largest:.0f} px) lies whole in one."
+        )
+    return max(int(tile_size), need)
+
+
 class LinearProbe(DenseModel):
     """Foundation-model linear probe: frozen encoder features mean-pooled in each footprint + ridge regression.
 
@@ -114,7 +137,7 @@ class LinearProbe(DenseModel):
         progress: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         batches = TileSampler(
-            [section], tile_size=self.config["tile_size"], augment=False, coverage=coverage
+            [section], tile_size=feature_tile(section, self.config["tile_size"]), augment=False, coverage=coverage
         ).fixed_batches(batch_size)
         if not batches:  # no footprint fits in a tile
             return np.zeros((0, 0)), np.zeros((0, len(self.genes)))
