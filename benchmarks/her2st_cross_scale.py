@@ -54,8 +54,12 @@ METHODS = ["PixNet", "SpotRegressor", "LinearProbe"]
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -119,7 +123,9 @@ def score(sd, model, test: str, shapes: str, truth: str, seed: int) -> tuple[dic
     return {**{m: float(s.get(m, np.nan)) for m in METRICS}, "n_scored": int(s["n_footprints"])}, t_pred
 
 
-def run_unit(sections: dict, test: str, pool: int, method: str, seed: int, args, done: pd.DataFrame) -> list[dict]:
+def run_unit(
+    sections: dict, test: str, pool: int, method: str, seed: int, args, done: pd.DataFrame
+) -> list[dict]:
     import stpredict as stp
     from stpredict._core._recipe import select_genes
 
@@ -210,7 +216,9 @@ def run_unit(sections: dict, test: str, pool: int, method: str, seed: int, args,
 def summarise(df: pd.DataFrame) -> str:
     """Mean over folds per (seed, pool, method, budget, scored_on), then over seeds; ratios of the issue's bar."""
     keys = ["pool", "method", "map_space", "budget", "scored_on"]
-    per_seed = df.groupby(["seed", *keys], dropna=False)[["PCC@M", "PCC@S", "MSE", "train_s"]].mean().reset_index()
+    per_seed = (
+        df.groupby(["seed", *keys], dropna=False)[["PCC@M", "PCC@S", "MSE", "train_s"]].mean().reset_index()
+    )
     n_folds = df.groupby(["seed", *keys], dropna=False)["test"].nunique().reset_index(name="folds")
     per_seed = per_seed.merge(n_folds, on=["seed", *keys])
     lines = [
@@ -225,11 +233,17 @@ def summarise(df: pd.DataFrame) -> str:
             f"{'/'.join(str(int(x)) for x in g.folds)} | {' / '.join(f'{v:.3f}' for v in g['PCC@M'])} | "
             f"**{g['PCC@M'].mean():.3f}** | {g['PCC@S'].mean():.3f} | {g['MSE'].mean():.3f} | {g.train_s.mean():.0f} |"
         )
-    fold_lines = ["| seed | test | pool | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"]
+    fold_lines = [
+        "| seed | test | pool | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"
+    ]
     fold_lines.append("|---|---|---|---|---|---|---|---|---|")
-    for k, g in df.groupby(["seed", "test", "pool", "method", "map_space", "budget"], dropna=False, sort=True):
+    for k, g in df.groupby(
+        ["seed", "test", "pool", "method", "map_space", "budget"], dropna=False, sort=True
+    ):
         by = g.set_index("scored_on")
-        cell = {on: f"{by.loc[on, 'PCC@M']:.3f}" if on in by.index else "" for on in ("single spots", "2x2 pools")}
+        cell = {
+            on: f"{by.loc[on, 'PCC@M']:.3f}" if on in by.index else "" for on in ("single spots", "2x2 pools")
+        }
         fold_lines.append(
             f"| {k[0]} | {k[1]} | {k[2]}×{k[2]} | {k[3]} | {k[4] if isinstance(k[4], str) else ''} | {k[5]} | "
             f"{cell['single spots']} | {cell['2x2 pools']} | {g.train_s.iloc[0]:.0f} |"
@@ -250,7 +264,9 @@ def main() -> None:
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--encoder-weights", default=None)
     ap.add_argument("--genes", type=int, default=250)
-    ap.add_argument("--genes-file", default=None, help="train and score these genes (e.g. hist2st_785_genes.txt)")
+    ap.add_argument(
+        "--genes-file", default=None, help="train and score these genes (e.g. hist2st_785_genes.txt)"
+    )
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--no-equal-time", dest="equal_time", action="store_false")
@@ -276,25 +292,32 @@ def main() -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not set(methods) <= set(METHODS):
         ap.error(f"--methods must be among {METHODS}")
-    sections = {s: stp.datasets.her2st(s, data_dir=args.data_dir, downsample=args.downsample) for s in sections_}
+    sections = {
+        s: stp.datasets.her2st(s, data_dir=args.data_dir, downsample=args.downsample) for s in sections_
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for pool in [int(p) for p in args.pools.split(",")]:
             for test in folds:
                 for method in methods:
                     done = (
-                        pd.read_csv(out, keep_default_na=False, na_values=[""]) if out.exists() else pd.DataFrame()
+                        pd.read_csv(out, keep_default_na=False, na_values=[""])
+                        if out.exists()
+                        else pd.DataFrame()
                     )
                     ms = args.map_space if method == "PixNet" else ""
                     gl = "file" if args.genes_file else f"top{args.genes}"
-                    if len(done) and (
-                        (done.seed == seed)
-                        & (done.test == test)
-                        & (done["pool"] == pool)
-                        & (done.method == method)
-                        & (done.map_space.fillna("") == ms)
-                        & (done.genes == gl)
-                    ).any():
+                    if (
+                        len(done)
+                        and (
+                            (done.seed == seed)
+                            & (done.test == test)
+                            & (done["pool"] == pool)
+                            & (done.method == method)
+                            & (done.map_space.fillna("") == ms)
+                            & (done.genes == gl)
+                        ).any()
+                    ):
                         continue
                     rows = run_unit(sections, test, pool, method, seed, args, done)
                     pd.DataFrame(rows).to_csv(out, mode="a", header=not out.exists(), index=False)

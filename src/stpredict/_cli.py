@@ -664,8 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="start the encoder from its hub weights (ImageNet for resnet18; downloaded once); default: the "
-        "preset's (paper: yes, cpu: no); --no-pretrained for a randomly initialised encoder, e.g. offline",
+        help="start the encoder from its hub weights (ImageNet for resnet18; downloaded once); default: paper: "
+        "yes (an error if they cannot be had), cpu: where they can be had (cached or downloadable), else random "
+        "init with a warning; --no-pretrained for a randomly initialised encoder, silently",
     )
     p.add_argument(
         "--encoder-weights",

@@ -6,6 +6,7 @@ No test downloads anything: the Hugging Face cache is an empty (or hand-filled) 
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -29,16 +30,49 @@ def hf_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
-    return cache
+    from stpredict.module import pretrained_available
+
+    pretrained_available.cache_clear()  # asked once per process: not across these caches
+    yield cache
+    pretrained_available.cache_clear()
 
 
-def test_paper_presets_ask_for_pretrained_encoders_and_cpu_ones_do_not():
+def test_paper_presets_ask_for_pretrained_encoders_and_the_rest_for_them_where_they_can_be_had(hf_cache):
+    """``paper``: the hub's weights or an error; everything else ("auto"): them if cached, else random with a warning."""
     for cls in (PixNet, SpotRegressor, LinearProbe):
         assert cls.presets["paper"].architecture["pretrained"] is True
-        assert not cls.presets["cpu"].architecture.get("pretrained", False)
-    model, _ = PixNet.from_preset("cpu", ["A", "B"])
-    assert model.config["pretrained"] is False and model.encoder_weights_info is None
-    assert model.provenance()["encoder_init"] == "random initialisation"
+        assert "pretrained" not in cls.presets["cpu"].architecture  # the constructor's default, "auto"
+        with pytest.warns(
+            UserWarning, match=r"(?s)random initialisation.*timm/resnet18\.a1_in1k.*encoder_weights="
+        ):
+            model, _ = cls.from_preset("cpu", ["A", "B"])
+        assert model.config["pretrained"] is False and model.encoder_weights_info is None  # what happened
+        assert model.provenance()["encoder_init"] == "random initialisation"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: silent
+        model = PixNet(["A", "B"], pretrained=False, decoder_channels=8)
+        PixNet(["A", "B"], encoder_weights=_weights_file(hf_cache.parent), decoder_channels=8)
+    with pytest.raises(ValueError, match="pretrained must be True, False or 'auto'"):
+        PixNet(["A"], pretrained="yes")
+
+
+def test_auto_uses_the_hub_weights_once_they_are_cached(hf_cache):
+    torch.manual_seed(11)
+    imagenet = timm.create_model("resnet18").state_dict()
+    _fill_cache(hf_cache, imagenet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model, _ = PixNet.from_preset("cpu", ["A", "B"])
+    assert model.config["pretrained"] is True
+    assert torch.equal(model.module.encoder.body.conv1.weight, imagenet["conv1.weight"])
+    assert model.encoder_weights_info["hf_hub_id"] == HUB_ID
+
+
+def _weights_file(folder):
+    w = folder / "r18.pth"
+    if not w.exists():
+        torch.save(timm.create_model("resnet18").state_dict(), w)
+    return w
 
 
 def test_paper_preset_offline_names_both_fixes(hf_cache, synthetic_small):

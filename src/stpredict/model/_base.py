@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .._logging import logger
 from .._settings import settings
 from .._types import ModelName, PresetName
 from .._version import __version__
-from ..module._encoder import encoder_kwargs_config
+from ..module._encoder import encoder_kwargs_config, pretrained_available, random_init_message
 
 __all__ = ["BaseModel", "Preset", "architecture", "load", "model_class", "read_config"]
 
@@ -128,6 +129,8 @@ class BaseModel:
         train_mpp = architecture.get("train_mpp")
         if train_mpp is not None and not train_mpp > 0:
             raise ValueError(f"train_mpp must be positive (µm per pixel), got {train_mpp}.")
+        if "pretrained" in architecture and architecture["pretrained"] not in (True, False, "auto"):
+            raise ValueError(f"pretrained must be True, False or 'auto', got {architecture['pretrained']!r}.")
         if "encoder_kwargs" in architecture:
             architecture["encoder_kwargs"] = encoder_kwargs_config(architecture["encoder_kwargs"])
         self.config: dict[str, Any] = {k: _jsonable(v) for k, v in architecture.items()}
@@ -221,8 +224,23 @@ class BaseModel:
         kw["encoder_kwargs"] = self.config.get("encoder_kwargs")
         return kw
 
+    def _resolve_pretrained(self) -> None:
+        """Turn ``pretrained="auto"`` into what happens: the hub's weights where they can be had, else random + warning."""
+        if self.config.get("pretrained") != "auto":
+            return
+        if self.config.get("encoder_weights"):
+            self.config["pretrained"] = False  # a local weights file takes their place
+            return
+        name = str(self.config["encoder"])
+        ok, reason = pretrained_available(name)
+        self.config["pretrained"] = ok
+        if not ok:
+            warnings.warn(random_init_message(name, reason), UserWarning, stacklevel=4)
+
     def _build(self, *, load_weights: bool = True) -> None:
         """Build :attr:`module` from the architecture (loading pretrained encoder weights unless told not to)."""
+        if load_weights:
+            self._resolve_pretrained()
         self.module = self.module_class(len(self.genes), **self._module_kwargs(load_weights))
         if not load_weights:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class LinearProbe(DenseModel):
         genes: Sequence[str] | None = None,
         *,
         encoder: str = "resnet18",
-        pretrained: bool = False,
+        pretrained: bool | Literal["auto"] = "auto",
         encoder_weights: str | os.PathLike | None = None,
         encoder_kwargs: Mapping[str, Any] | None = None,
         levels: Sequence[int] | None = None,
@@ -137,7 +137,10 @@ class LinearProbe(DenseModel):
         progress: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         batches = TileSampler(
-            [section], tile_size=feature_tile(section, self.config["tile_size"]), augment=False, coverage=coverage
+            [section],
+            tile_size=feature_tile(section, self.config["tile_size"]),
+            augment=False,
+            coverage=coverage,
         ).fixed_batches(batch_size)
         if not batches:  # no footprint fits in a tile
             return np.zeros((0, 0)), np.zeros((0, len(self.genes)))

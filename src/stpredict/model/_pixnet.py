@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -70,8 +70,11 @@ class PixNet(DenseModel, TrainedModel):
         get a simple feature pyramid).
     pretrained
         Start from the pretrained weights timm has for ``encoder`` (for ``"resnet18"``: ImageNet,
-        ``timm/resnet18.a1_in1k`` on the Hugging Face Hub), downloaded once (network access) and
-        cached. The ``"paper"`` preset sets it; offline, pass ``encoder_weights`` or ``pretrained=False``.
+        ``timm/resnet18.a1_in1k`` on the Hugging Face Hub). ``"auto"`` (default): those weights wherever
+        they can be had — the Hugging Face cache, or downloaded once into it when there is network — else a
+        random initialisation **with a warning** that says how to get them. ``True``: those weights or an
+        error (the ``"paper"`` preset); ``False``: a random initialisation, silently. Offline, pass
+        ``encoder_weights`` (a local file), which takes their place. The checkpoint records which it was.
     encoder_weights
         Local encoder weights file (state dict or timm checkpoint) for offline machines; takes the
         place of ``pretrained``.
@@ -111,7 +114,7 @@ class PixNet(DenseModel, TrainedModel):
     Presets (:attr:`presets`, used by :func:`stpredict.tl.train`): ``"paper"`` is the published
     ImageNet-pretrained encoder (``pretrained=True``, unless ``pretrained=False`` or
     ``encoder_weights`` is given) with a 512-wide decoder at 1 µm/px on 384 px tiles, 8 tiles per
-    step; ``"cpu"`` a randomly initialised encoder (nothing is downloaded) with a 64-wide decoder at
+    step; ``"cpu"`` the encoder's pretrained weights where they can be had (``pretrained="auto"``) with a 64-wide decoder at
     2 µm/px on 192 px tiles, 4 tiles per step, that trains in minutes on a laptop.
 
     """
@@ -136,7 +139,7 @@ class PixNet(DenseModel, TrainedModel):
         genes: Sequence[str] | None = None,
         *,
         encoder: str = "resnet18",
-        pretrained: bool = False,
+        pretrained: bool | Literal["auto"] = "auto",
         encoder_weights: str | os.PathLike | None = None,
         encoder_kwargs: Mapping[str, Any] | None = None,
         decoder_channels: int | Sequence[int] = 512,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class SpotRegressor(TrainedModel):
         genes: Sequence[str] | None = None,
         *,
         encoder: str = "resnet18",
-        pretrained: bool = False,
+        pretrained: bool | Literal["auto"] = "auto",
         encoder_weights: str | os.PathLike | None = None,
         encoder_kwargs: Mapping[str, Any] | None = None,
         crop_factor: float = 1.5,

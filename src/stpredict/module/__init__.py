@@ -9,7 +9,7 @@
 
 from .._settings import settings
 from ._aggregate import aggregate_map, bilinear_matrix, to_torch_sparse
-from ._encoder import Encoder, ViTPyramid
+from ._encoder import Encoder, ViTPyramid, pretrained_available, random_init_message
 from ._linear_probe import LinearProbeModule
 from ._pixnet import DFFN, DecoderStage, LayerNorm2d, PixNetModule
 from ._spot_regressor import SpotRegressorModule
@@ -27,5 +27,7 @@ __all__ = [
     "ViTPyramid",
     "aggregate_map",
     "bilinear_matrix",
+    "pretrained_available",
+    "random_init_message",
     "to_torch_sparse",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -263,6 +264,75 @@ def hub_weights(name: str) -> str:
     except Exception:
         return ""
     return (getattr(cfg, "hf_hub_id", "") or getattr(cfg, "url", "") or "") if cfg is not None else ""
+
+
+@functools.lru_cache(maxsize=64)
+def pretrained_available(name: str) -> tuple[bool, str]:
+    """Whether the pretrained weights timm has for ``name`` can be had here, and if not, why (``(ok, reason)``).
+
+    Found in the Hugging Face cache (or torch's hub cache for URL weights), or downloaded into it now when the
+    network may be used (``HF_HUB_OFFLINE`` unset); timm then loads them from the cache. Names with a ``hf-hub:``
+    or ``local-dir:`` prefix name their source themselves and count as available (building them says what is
+    wrong). Asked once per name and process.
+    """
+    source, model_id = _source(name)
+    if source is not None:
+        return True, ""
+    try:
+        cfg = timm.models.get_pretrained_cfg(model_id)
+    except Exception:
+        cfg = None
+    if cfg is None:
+        return False, f"timm knows no pretrained weights for {name!r}"
+    hub_id = getattr(cfg, "hf_hub_id", "") or ""
+    url = getattr(cfg, "url", "") or ""
+    if hub_id:
+        from huggingface_hub import hf_hub_download
+
+        errors = []
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                hf_hub_download(hub_id, filename)
+                return True, ""
+            except (
+                Exception
+            ) as exc:  # offline, unreachable, not in the repository: the next file, then give up
+                errors.append(f"{filename}: {type(exc).__name__}")
+        return (
+            False,
+            f"{hub_id} is neither in the Hugging Face cache nor downloadable here ({'; '.join(errors)})",
+        )
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if cached.is_file():
+            return True, ""
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            return False, f"{url} is not in torch's hub cache and HF_HUB_OFFLINE is set"
+        try:
+            torch.hub.download_url_to_file(url, os.fspath(cached), progress=False)
+            return True, ""
+        except Exception as exc:
+            return False, f"{url} could not be downloaded ({type(exc).__name__})"
+    return False, f"timm names no source for the pretrained weights of {name!r}"
+
+
+def random_init_message(name: str, reason: str) -> str:
+    """The warning for an encoder that starts from random weights because its pretrained ones could not be had."""
+    where = hub_weights(name)
+    if where.startswith(("http://", "https://")):
+        get = f"download {where} and pass `encoder_weights='path/to/{where.rsplit('/', 1)[-1]}'`"
+    elif where:
+        get = (
+            f"download https://huggingface.co/{where} (its model.safetensors) where there is network and pass "
+            "`encoder_weights='path/to/model.safetensors'`, or run once with network to cache it"
+        )
+    else:
+        get = "pass `encoder_weights='path/to/weights'` with weights for this architecture"
+    return (
+        f"Encoder {name!r} starts from a random initialisation: its pretrained weights could not be had ({reason}). "
+        f"Random features predict expression less well. To use pretrained weights, {get}; "
+        "`pretrained=False` (CLI: --no-pretrained) asks for random weights and silences this warning."
+    )
 
 
 def _weights_error(name: str, exc: Exception, weights: str | os.PathLike | None = None) -> RuntimeError:

@@ -46,7 +46,10 @@ def train(
       512-wide decoder, 1 µm/px, 384 px tiles, 8 tiles per step (a GPU run);
     - ``"auto"`` (default): ``"paper"`` when CUDA is available, else ``"cpu"``.
 
-    The ``"cpu"`` preset starts from a random initialisation and downloads nothing.
+    Both start the encoder from its pretrained weights: ``"paper"`` insists (an error if they cannot be had);
+    ``"cpu"`` takes them wherever they can be had (``pretrained="auto"``: the Hugging Face cache, or one download
+    when there is network), else starts from a random initialisation **with a warning** that says how to get them
+    (:doc:`/encoders`).
 
     The baselines have matching presets (the same ``train_mpp``; 32 crops per step, or the same tile
     size). For a full run raise ``max_epochs`` / ``steps_per_epoch`` (the paper trains 500 epochs), use
