@@ -2,7 +2,8 @@
 
 For each held-out section of C2–C5 and each seed: the other three sections' measured 100 µm spots are pooled
 into non-overlapping k × k blocks (``pp.pool_footprints``: summed counts over the union of the member disks, the
-phase with the most complete blocks, complete blocks only), PixNet, the SpotRegressor and the LinearProbe are
+phase with the most complete blocks; complete blocks only, or with ``--blocks all`` every block with whatever members
+lie under tissue, which is what a coarse spot there would measure), PixNet, the SpotRegressor and the LinearProbe are
 trained on those pooled footprints only, and each predicts the held-out section's **single measured spots** and
 its **2 × 2 pools**, scored with ``tl.evaluate`` against the measurements. ``--pools 1`` is the control (trained on
 the spots themselves).
@@ -65,15 +66,19 @@ def _commit() -> str:
         return "unknown"
 
 
-def pooled_table(sd, k: int) -> str:
-    """The training table of a section for pool size ``k`` (``"spots"`` for 1), written once per section."""
+def pooled_table(sd, k: int, blocks: str = "complete") -> str:
+    """The training table of a section for pool size ``k`` (``"spots"`` for 1), written once per section.
+
+    ``blocks="complete"``: only blocks whose k² spots were all measured; ``"all"``: every block with whatever
+    members lie under tissue (what a coarse spot there would measure: the rest of it covers glass).
+    """
     import stpredict as stp
 
     if k == 1:
         return "spots"
-    name = f"spots_pooled{k}"
+    name = f"spots_pooled{k}" + ("" if blocks == "complete" else "_all")
     if name not in sd.tables:
-        stp.pp.pool_footprints(sd, "spots", size=k, key_added=name)
+        stp.pp.pool_footprints(sd, "spots", size=k, key_added=name, complete=blocks == "complete")
     return name
 
 
@@ -135,9 +140,9 @@ def run_unit(
         genes = [g.strip() for g in Path(args.genes_file).read_text().split() if g.strip()]
     else:
         genes = select_genes([sd.tables["spots"] for sd in train], args.genes)
-    table = pooled_table(train[0], pool)
+    table = pooled_table(train[0], pool, args.blocks)
     for sd in train[1:]:
-        pooled_table(sd, pool)
+        pooled_table(sd, pool, args.blocks)
     n_train = sum(sd.tables[table].n_obs for sd in train)
     largest = largest_footprint_um(train, table)
     kw = recipe(method, args, largest)
@@ -156,6 +161,7 @@ def run_unit(
                     "seed": seed,
                     "test": test,
                     "pool": pool,
+                    "blocks": args.blocks if pool > 1 else "",
                     "method": method,
                     "map_space": kw.get("map_space", ""),
                     "budget": budget,
@@ -184,11 +190,12 @@ def run_unit(
     t_train = time.perf_counter() - t0
     steps = args.epochs * args.steps if "max_epochs" in kw else None
     report(model, "equal steps" if steps else "one fit", t_train, steps)
-    if method == "SpotRegressor" and args.equal_time:
+    if method == "SpotRegressor" and args.equal_time and len(done):
         ref = done[
             (done.seed == seed)
             & (done.test == test)
             & (done["pool"] == pool)
+            & (done.blocks.fillna("") == (args.blocks if pool > 1 else ""))
             & (done.method == "PixNet")
             & (done.budget == "equal steps")
             & (done.map_space == args.map_space)
@@ -213,39 +220,48 @@ def run_unit(
     return rows
 
 
+def read_results(out: Path) -> pd.DataFrame:
+    """The rows written so far (rows from before ``--blocks`` existed pooled complete blocks)."""
+    if not out.exists():
+        return pd.DataFrame()
+    df = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    if "blocks" not in df:
+        df.insert(df.columns.get_loc("pool") + 1, "blocks", np.where(df["pool"] > 1, "complete", ""))
+    return df
+
+
 def summarise(df: pd.DataFrame) -> str:
     """Mean over folds per (seed, pool, method, budget, scored_on), then over seeds; ratios of the issue's bar."""
-    keys = ["pool", "method", "map_space", "budget", "scored_on"]
+    df = df.assign(blocks=df.blocks.fillna(""), map_space=df.map_space.fillna(""))
+    keys = ["pool", "blocks", "method", "map_space", "budget", "scored_on"]
     per_seed = (
         df.groupby(["seed", *keys], dropna=False)[["PCC@M", "PCC@S", "MSE", "train_s"]].mean().reset_index()
     )
     n_folds = df.groupby(["seed", *keys], dropna=False)["test"].nunique().reset_index(name="folds")
     per_seed = per_seed.merge(n_folds, on=["seed", *keys])
     lines = [
-        "| pool (trained on) | method | map | budget | scored on | seeds | folds per seed | PCC@M (per seed) | "
+        "| pool (trained on) | blocks | method | map | budget | scored on | seeds | folds per seed | PCC@M (per seed) | "
         "PCC@M mean | PCC@S | MSE | train (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, g in per_seed.groupby(keys, dropna=False, sort=True):
-        pool, method, ms, budget, on = k
+        pool, blocks, method, ms, budget, on = k
         lines.append(
-            f"| {pool}×{pool} | {method} | {ms if isinstance(ms, str) else ''} | {budget} | {on} | {g.seed.nunique()} | "
+            f"| {pool}×{pool} | {blocks} | {method} | {ms} | {budget} | {on} | {g.seed.nunique()} | "
             f"{'/'.join(str(int(x)) for x in g.folds)} | {' / '.join(f'{v:.3f}' for v in g['PCC@M'])} | "
             f"**{g['PCC@M'].mean():.3f}** | {g['PCC@S'].mean():.3f} | {g['MSE'].mean():.3f} | {g.train_s.mean():.0f} |"
         )
     fold_lines = [
-        "| seed | test | pool | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"
+        "| seed | test | pool | blocks | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"
     ]
-    fold_lines.append("|---|---|---|---|---|---|---|---|---|")
-    for k, g in df.groupby(
-        ["seed", "test", "pool", "method", "map_space", "budget"], dropna=False, sort=True
-    ):
+    fold_lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for k, g in df.groupby(["seed", "test", "pool", "blocks", "method", "map_space", "budget"], sort=True):
         by = g.set_index("scored_on")
         cell = {
             on: f"{by.loc[on, 'PCC@M']:.3f}" if on in by.index else "" for on in ("single spots", "2x2 pools")
         }
         fold_lines.append(
-            f"| {k[0]} | {k[1]} | {k[2]}×{k[2]} | {k[3]} | {k[4] if isinstance(k[4], str) else ''} | {k[5]} | "
+            f"| {k[0]} | {k[1]} | {k[2]}×{k[2]} | {k[3]} | {k[4]} | {k[5]} | {k[6]} | "
             f"{cell['single spots']} | {cell['2x2 pools']} | {g.train_s.iloc[0]:.0f} |"
         )
     return "\n".join(lines) + "\n\nPer fold:\n\n" + "\n".join(fold_lines) + "\n"
@@ -269,6 +285,12 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument(
+        "--blocks",
+        choices=["complete", "all"],
+        default="complete",
+        help="pool only complete blocks (default) or every block with whatever members were measured",
+    )
     ap.add_argument("--no-equal-time", dest="equal_time", action="store_false")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
     ap.add_argument("--out", default="benchmarks/results/her2st_cross_scale.csv")
@@ -276,8 +298,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     if args.report:
-        df = pd.read_csv(out, keep_default_na=False, na_values=[""])
-        md = summarise(df)
+        md = summarise(read_results(out))
         out.with_suffix(".md").write_text(md)
         print(md)
         return
@@ -300,11 +321,7 @@ def main() -> None:
         for pool in [int(p) for p in args.pools.split(",")]:
             for test in folds:
                 for method in methods:
-                    done = (
-                        pd.read_csv(out, keep_default_na=False, na_values=[""])
-                        if out.exists()
-                        else pd.DataFrame()
-                    )
+                    done = read_results(out)
                     ms = args.map_space if method == "PixNet" else ""
                     gl = "file" if args.genes_file else f"top{args.genes}"
                     if (
@@ -313,6 +330,7 @@ def main() -> None:
                             (done.seed == seed)
                             & (done.test == test)
                             & (done["pool"] == pool)
+                            & (done.blocks.fillna("") == (args.blocks if pool > 1 else ""))
                             & (done.method == method)
                             & (done.map_space.fillna("") == ms)
                             & (done.genes == gl)
@@ -320,9 +338,8 @@ def main() -> None:
                     ):
                         continue
                     rows = run_unit(sections, test, pool, method, seed, args, done)
-                    pd.DataFrame(rows).to_csv(out, mode="a", header=not out.exists(), index=False)
-    df = pd.read_csv(out, keep_default_na=False, na_values=[""])
-    md = summarise(df)
+                    pd.concat([done, pd.DataFrame(rows)], ignore_index=True).to_csv(out, index=False)
+    md = summarise(read_results(out))
     out.with_suffix(".md").write_text(md)
     print(md)
 
