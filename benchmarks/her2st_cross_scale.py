@@ -162,6 +162,7 @@ def run_unit(
                     "test": test,
                     "pool": pool,
                     "blocks": args.blocks if pool > 1 else "",
+                    "tag": args.tag,
                     "method": method,
                     "map_space": kw.get("map_space", ""),
                     "budget": budget,
@@ -196,6 +197,7 @@ def run_unit(
             & (done.test == test)
             & (done["pool"] == pool)
             & (done.blocks.fillna("") == (args.blocks if pool > 1 else ""))
+            & (done.tag.fillna("") == args.tag)
             & (done.method == "PixNet")
             & (done.budget == "equal steps")
             & (done.map_space == args.map_space)
@@ -227,41 +229,45 @@ def read_results(out: Path) -> pd.DataFrame:
     df = pd.read_csv(out, keep_default_na=False, na_values=[""])
     if "blocks" not in df:
         df.insert(df.columns.get_loc("pool") + 1, "blocks", np.where(df["pool"] > 1, "complete", ""))
+    if "tag" not in df:
+        df.insert(df.columns.get_loc("blocks") + 1, "tag", "")
     return df
 
 
 def summarise(df: pd.DataFrame) -> str:
     """Mean over folds per (seed, pool, method, budget, scored_on), then over seeds; ratios of the issue's bar."""
-    df = df.assign(blocks=df.blocks.fillna(""), map_space=df.map_space.fillna(""))
-    keys = ["pool", "blocks", "method", "map_space", "budget", "scored_on"]
+    df = df.assign(blocks=df.blocks.fillna(""), map_space=df.map_space.fillna(""), tag=df.tag.fillna(""))
+    keys = ["pool", "blocks", "tag", "method", "map_space", "budget", "scored_on"]
     per_seed = (
         df.groupby(["seed", *keys], dropna=False)[["PCC@M", "PCC@S", "MSE", "train_s"]].mean().reset_index()
     )
     n_folds = df.groupby(["seed", *keys], dropna=False)["test"].nunique().reset_index(name="folds")
     per_seed = per_seed.merge(n_folds, on=["seed", *keys])
     lines = [
-        "| pool (trained on) | blocks | method | map | budget | scored on | seeds | folds per seed | PCC@M (per seed) | "
+        "| pool (trained on) | blocks | arm | method | map | budget | scored on | seeds | folds per seed | PCC@M (per seed) | "
         "PCC@M mean | PCC@S | MSE | train (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, g in per_seed.groupby(keys, dropna=False, sort=True):
-        pool, blocks, method, ms, budget, on = k
+        pool, blocks, tag, method, ms, budget, on = k
         lines.append(
-            f"| {pool}×{pool} | {blocks} | {method} | {ms} | {budget} | {on} | {g.seed.nunique()} | "
+            f"| {pool}×{pool} | {blocks} | {tag} | {method} | {ms} | {budget} | {on} | {g.seed.nunique()} | "
             f"{'/'.join(str(int(x)) for x in g.folds)} | {' / '.join(f'{v:.3f}' for v in g['PCC@M'])} | "
             f"**{g['PCC@M'].mean():.3f}** | {g['PCC@S'].mean():.3f} | {g['MSE'].mean():.3f} | {g.train_s.mean():.0f} |"
         )
     fold_lines = [
-        "| seed | test | pool | blocks | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"
+        "| seed | test | pool | blocks | arm | method | map | budget | PCC@M single spots | PCC@M 2x2 pools | train (s) |"
     ]
-    fold_lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    for k, g in df.groupby(["seed", "test", "pool", "blocks", "method", "map_space", "budget"], sort=True):
+    fold_lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for k, g in df.groupby(
+        ["seed", "test", "pool", "blocks", "tag", "method", "map_space", "budget"], sort=True
+    ):
         by = g.set_index("scored_on")
         cell = {
             on: f"{by.loc[on, 'PCC@M']:.3f}" if on in by.index else "" for on in ("single spots", "2x2 pools")
         }
         fold_lines.append(
-            f"| {k[0]} | {k[1]} | {k[2]}×{k[2]} | {k[3]} | {k[4]} | {k[5]} | {k[6]} | "
+            f"| {k[0]} | {k[1]} | {k[2]}×{k[2]} | {k[3]} | {k[4]} | {k[5]} | {k[6]} | {k[7]} | "
             f"{cell['single spots']} | {cell['2x2 pools']} | {g.train_s.iloc[0]:.0f} |"
         )
     return "\n".join(lines) + "\n\nPer fold:\n\n" + "\n".join(fold_lines) + "\n"
@@ -290,6 +296,9 @@ def main() -> None:
         choices=["complete", "all"],
         default="complete",
         help="pool only complete blocks (default) or every block with whatever members were measured",
+    )
+    ap.add_argument(
+        "--tag", default="", help="a name for this arm (e.g. 'frozen'): rows of different arms are kept apart"
     )
     ap.add_argument("--no-equal-time", dest="equal_time", action="store_false")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")
@@ -331,6 +340,7 @@ def main() -> None:
                             & (done.test == test)
                             & (done["pool"] == pool)
                             & (done.blocks.fillna("") == (args.blocks if pool > 1 else ""))
+                            & (done.tag.fillna("") == args.tag)
                             & (done.method == method)
                             & (done.map_space.fillna("") == ms)
                             & (done.genes == gl)
