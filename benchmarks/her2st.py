@@ -32,7 +32,17 @@ METRICS = ["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE", "SSIM", "ARI_pred_vs_truth"]
 
 
 def recipe(args) -> dict[str, dict]:
-    """The fixed training recipe per method (the `cpu` presets; same steps for the two trained networks)."""
+    """The fixed training recipe per method (the `cpu` presets; same steps for the two trained networks).
+
+    With ``--defaults``: nothing but the model's name — ``tl.train(sections, tables="spots", model=...)`` as a user
+    calls it, preset ``"auto"`` and every default (genes: its top 250).
+    """
+    if args.defaults:
+        return {
+            "PixNet": {"model": "pixnet"},
+            "SpotRegressor": {"model": "spot_regressor"},
+            "LinearProbe": {"model": "linear_probe"},
+        }
     enc = {"encoder": args.encoder, "encoder_weights": args.encoder_weights}
     if args.train_mpp is not None:  # default: the presets' 2 µm/px
         enc["train_mpp"] = args.train_mpp
@@ -130,38 +140,54 @@ def run_fold(sections: dict, test: str, args) -> list[dict]:
         if method not in args.methods:
             continue
         # every preset trains at 2 µm/px unless --train-mpp or PixNet's arguments say otherwise
-        kw = {**kw, "encoder_weights": ssl_weights(sections, test, args, float(kw.get("train_mpp", 2.0)))}
-        t0 = time.perf_counter()
-        model = stp.tl.train(
-            train, tables="spots", preset="cpu", n_top_genes=args.genes, seed=args.seed, progress=False, **kw
-        )
+        if args.defaults:
+            t0 = time.perf_counter()
+            model = stp.tl.train(train, tables="spots", seed=args.seed, progress=False, **kw)
+        else:
+            kw = {**kw, "encoder_weights": ssl_weights(sections, test, args, float(kw.get("train_mpp", 2.0)))}
+            t0 = time.perf_counter()
+            model = stp.tl.train(
+                train,
+                tables="spots",
+                preset="cpu",
+                n_top_genes=args.genes,
+                seed=args.seed,
+                progress=False,
+                **kw,
+            )
         t_train = time.perf_counter() - t0
-        steps = args.epochs * args.steps if "max_epochs" in kw else None
+        tp = model.training_params
+        steps = (
+            int(tp["max_epochs"]) * int(tp["steps_per_epoch"])
+            if "max_epochs" in kw or (args.defaults and "steps_per_epoch" in tp)
+            else None
+        )
         report(method, model, "equal steps", t_train, steps)
         if steps is not None:
-            nets[method] = (model, t_train, kw)
+            nets[method] = (model, t_train, kw, steps)
     if args.equal_time and len(nets) > 1:
         slow = max(nets, key=lambda m: nets[m][1])
         t_slow = nets[slow][1]
-        for method, (model, t, kw) in nets.items():
+        for method, (model, t, kw, _) in nets.items():
             if method == slow:
-                report(method, model, "equal time", t, args.epochs * args.steps)
+                report(method, model, "equal time", t, nets[method][3])
                 continue
-            per_epoch, extra = t / args.epochs, 0
+            epochs, per_step = model.training_params["max_epochs"], model.training_params["steps_per_epoch"]
+            per_epoch, extra = t / epochs, 0
             while t + per_epoch / 2 < t_slow:
                 t0 = time.perf_counter()
                 model.train(
                     train,
                     tables="spots",
                     max_epochs=1,
-                    steps_per_epoch=args.steps,
+                    steps_per_epoch=per_step,
                     seed=args.seed + 1 + extra,
                     ema=kw.get("ema"),  # the batch size carries over by itself
                     progress=False,
                 )
                 t += time.perf_counter() - t0
                 extra += 1
-            report(method, model, "equal time", t, (args.epochs + extra) * args.steps)
+            report(method, model, "equal time", t, (epochs + extra) * per_step)
     return rows
 
 
@@ -204,6 +230,13 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         f"seed {args.seed}; "
         f"torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
     )
+    if args.defaults:
+        head = (
+            f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
+            "every model trained with `tl.train(sections, tables='spots', model=...)` and nothing else (preset 'auto', "
+            f"all defaults){'; then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
+            f"seed {args.seed}; torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -250,6 +283,11 @@ def main() -> None:
         "--methods",
         default="PixNet,SpotRegressor,LinearProbe",
         help="which methods to run (comma-separated; e.g. PixNet,SpotRegressor for extra seeds)",
+    )
+    ap.add_argument(
+        "--defaults",
+        action="store_true",
+        help="tl.train(sections, tables='spots', model=...) with nothing else: preset 'auto', every default",
     )
     ap.add_argument("--train-mpp", type=float, default=None, help="µm/px the models see (default: preset, 2)")
     ap.add_argument("--downsample", type=int, default=1, help="read images downsampled (quick checks only)")

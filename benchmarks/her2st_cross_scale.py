@@ -234,6 +234,36 @@ def read_results(out: Path) -> pd.DataFrame:
     return df
 
 
+def published_table(df: pd.DataFrame, data_dir: str | Path) -> str:
+    """The 785-gene rows per section beside Reg2ST's own per-section results (31 training sections of 8 patients)."""
+    pub_file = Path(data_dir) / "published_reg2st_per_section.tsv"
+    rows = df[(df.genes == "file") & (df.scored_on == "single spots")]
+    if not len(rows) or not pub_file.is_file():
+        return ""
+    pub = pd.read_csv(pub_file, sep="\t").set_index("section")["Reg2ST_mean_PCC_785"]
+    secs = [s for s in pub.index if s in set(rows.test)]
+    lines = [
+        "| trained on | method | budget | " + " | ".join(secs) + " | mean |",
+        "|---|---|---|" + "---|" * (len(secs) + 1),
+    ]
+    for (pool, blocks, tag, method, budget), g in rows.groupby(["pool", "blocks", "tag", "method", "budget"]):
+        v = g.groupby("test")["PCC@M"].mean()
+        cells = [f"{v[s]:.3f}" if s in v else "" for s in secs]
+        mean = f"{v.reindex(secs).mean():.3f}" if v.reindex(secs).notna().all() else ""
+        what = f"{pool}×{pool}{' ' + blocks if blocks else ''}{' ' + tag if tag else ''}"
+        lines.append(f"| {what} | {method} | {budget} | " + " | ".join(cells) + f" | {mean} |")
+    lines.append(
+        "| 1×1, 31 sections of 8 patients | Reg2ST (published) | | "
+        + " | ".join(f"{pub[s]:.3f}" for s in secs)
+        + f" | {pub[secs].mean():.3f} |"
+    )
+    return (
+        "\n\n785-gene published protocol (PCC@M on the held-out section's single spots):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def summarise(df: pd.DataFrame) -> str:
     """Mean over folds per (seed, pool, method, budget, scored_on), then over seeds; ratios of the issue's bar."""
     df = df.assign(blocks=df.blocks.fillna(""), map_space=df.map_space.fillna(""), tag=df.tag.fillna(""))
@@ -308,6 +338,7 @@ def main() -> None:
     out = Path(args.out)
     if args.report:
         md = summarise(read_results(out))
+        md += published_table(read_results(out), args.data_dir)
         out.with_suffix(".md").write_text(md)
         print(md)
         return
@@ -349,7 +380,7 @@ def main() -> None:
                         continue
                     rows = run_unit(sections, test, pool, method, seed, args, done)
                     pd.concat([done, pd.DataFrame(rows)], ignore_index=True).to_csv(out, index=False)
-    md = summarise(read_results(out))
+    md = summarise(read_results(out)) + published_table(read_results(out), args.data_dir)
     out.with_suffix(".md").write_text(md)
     print(md)
 

@@ -194,3 +194,40 @@ def test_encoder_ratio_script_times_predict_dense_map_and_encoder(tmp_path):
         "predict_dense_cpu_ratio",
     ]
     assert (df[cols] > 0).all().all()
+
+
+@pytest.mark.her2st
+def test_her2st_cross_scale_script_resumes_and_reports(tmp_path, her2st_dir):
+    out = tmp_path / "xs.csv"
+    args = ["--data-dir", str(her2st_dir), "--sections", "C2,C3", "--folds", "C3", "--downsample", "8"]
+    args += [
+        "--seeds",
+        "0",
+        "--pools",
+        "3",
+        "--genes",
+        "5",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
+    _run("her2st_cross_scale.py", *args)
+    df = pd.read_csv(out)
+    # every method scored on the single spots and the 2 x 2 pools; the SpotRegressor also at PixNet's time
+    assert list(df.method.unique()) == ["PixNet", "SpotRegressor", "LinearProbe"]
+    assert set(df.scored_on) == {"single spots", "2x2 pools"} and (df.n_genes == 5).all()
+    assert set(df[df.method == "SpotRegressor"].budget) <= {"equal steps", "equal time"}
+    assert (df.n_train_footprints == df.n_train_footprints.iloc[0]).all() and df["PCC@M"].notna().all()
+    n = len(df)
+    _run("her2st_cross_scale.py", *args)  # resumed: nothing left to do
+    assert len(pd.read_csv(out)) == n
+    _run("her2st_cross_scale.py", *args, "--blocks", "all", "--methods", "LinearProbe", "--tag", "t")
+    df = pd.read_csv(out)
+    new = df.iloc[n:]
+    assert set(new.blocks) == {"all"} and set(new.tag) == {"t"}
+    assert (new.n_train_footprints > df.n_train_footprints.iloc[0]).all()  # partial blocks too
+    report = _run("her2st_cross_scale.py", "--report", "--out", str(out), "--data-dir", str(her2st_dir))
+    assert "| 3×3 | all | t | LinearProbe |" in report and out.with_suffix(".md").is_file()

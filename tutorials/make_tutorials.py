@@ -367,10 +367,119 @@ prediction against them.""",
     ),
 ]
 
+COARSE = [
+    (
+        "md",
+        """\
+# Train on coarse labels, predict fine
+
+PixNet's map is meant to be right at scales **finer than its labels**. On real tissue this can be checked exactly:
+the summed counts of a block of neighbouring spots *are* the measurement of the union of their disks. So we pool the
+HER2ST spots of three sections into non-overlapping 3 × 3 blocks (~500 µm footprints, nine times fewer labels),
+train on those only, and score the held-out section's **single measured 100 µm spots** — a scale the model never saw
+a label for. Nothing is simulated.
+
+The encoder starts from random weights here (none can be downloaded on the machine that ran this), and four sections
+of one patient are few: read the numbers as a comparison between models, not as what a pretrained encoder reaches.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
+DATA_DIR = Path(os.environ.get("STPREDICT_HER2ST_DIR", "../../shared/data/her2st"))  # folder with C2..C5 files""",
+    ),
+    ("md", "## Pool the training sections' spots into 3 × 3 blocks"),
+    (
+        "code",
+        """\
+downsample = 4 if FAST else 1
+sections = {s: stp.datasets.her2st(s, data_dir=DATA_DIR, downsample=downsample) for s in stp.datasets.HER2ST_SECTIONS}
+train = [sections[s] for s in ("C2", "C3", "C4")]
+for sdata in train:
+    stp.pp.pool_footprints(sdata, "spots", size=3, complete=False)  # every block with what lies under tissue
+pooled = train[0].tables["spots_pooled3"]
+pooled""",
+    ),
+    (
+        "md",
+        """\
+Each pooled row is a real measurement: `X` holds the exact sums of its members' counts, `obsm["members"]` the sparse
+membership matrix (`X == members @ spots.X`), and the linked shapes are the exact unions of the member disks.""",
+    ),
+    (
+        "code",
+        """\
+spots = train[0].tables["spots"]
+assert abs(pooled.X - pooled.obsm["members"] @ spots.X).max() == 0
+fig, ax = plt.subplots(figsize=(5, 5))
+train[0]["spots_pooled3_shapes"].plot(ax=ax, column=np.arange(pooled.n_obs) % 7, cmap="tab10", alpha=0.7)
+train[0]["C2_spots"].plot(ax=ax, facecolor="none", edgecolor="k", linewidth=0.3)
+ax.invert_yaxis()
+ax.set_title(f"C2: {spots.n_obs} spots pooled into {pooled.n_obs} blocks")
+plt.show()""",
+    ),
+    (
+        "md",
+        """\
+## Train PixNet and a linear probe on the blocks only
+`tl.train` reads the footprints: spot-sized ones get the `cpu_spots` recipe, with a tile that holds a whole block.""",
+    ),
+    (
+        "code",
+        """\
+fast = {"max_epochs": 1, "steps_per_epoch": 3, "n_top_genes": 20} if FAST else {}
+model = stp.tl.train(train, tables="spots_pooled3", seed=0, **fast)
+probe = stp.tl.train(
+    train, tables="spots_pooled3", model="linear_probe", train_mpp=4.0, genes=model.genes, seed=0
+)
+print(model, probe, sep="\\n")""",
+    ),
+    (
+        "md",
+        "## Predict C5 at its single spots and as 16 and 8 µm bins",
+    ),
+    (
+        "code",
+        """\
+import pandas as pd
+
+test = sections["C5"]
+stp.tl.predict_dense(test, model, bins_um=(8, 16), shapes=["C5_spots"])
+stp.tl.predict_shapes(test, probe, shapes="C5_spots")
+rows = {}
+for name, key in (("PixNet", "pixnet_C5_spots"), ("LinearProbe", "linear_probe_C5_spots")):
+    _, summary = stp.tl.evaluate(test, pred=key, truth="spots", model=model)
+    rows[name] = summary.loc["C5", ["PCC@F", "PCC@S", "PCC@M", "MSE", "SSIM"]]
+pd.DataFrame(rows).T""",
+    ),
+    (
+        "md",
+        """\
+Both are dense models (the probe is a linear map of encoder features, averaged over each footprint), so both can be
+asked for single spots. A spot-level regressor cannot: trained on 500 µm crops it sees a magnification it never
+learned when asked for a 100 µm spot (`benchmarks/her2st_cross_scale.py` has all three, over folds and seeds).
+
+## Finer still: the 8 µm bins of a marker gene
+The map (left) has no label finer than 500 µm behind it; the predicted and the measured single spots (middle, right)
+are the check we have at 100 µm.""",
+    ),
+    (
+        "code",
+        """\
+gene = next((g for g in ("ERBB2", "FASN", "MUC1") if g in model.genes), model.genes[0])
+fig, axes = plt.subplots(1, 3, figsize=(16, 5), layout="constrained")
+stp.pl.expression_map(test, gene, ax=axes[0], show=False)
+stp.pl.compare(test, gene, pred="pixnet_C5_spots", truth="spots", model=model, ax=axes[1:], show=False)
+plt.show()
+test.tables["pixnet_square_008um"]""",
+    ),
+]
+
 NOTEBOOKS = {
     "her2st_end_to_end.ipynb": HER2ST,
     "one_model_every_scale.ipynb": SCALES,
     "her2st_hne_only_slides.ipynb": HNE_ONLY,
+    "her2st_coarse_labels.ipynb": COARSE,
 }
 
 

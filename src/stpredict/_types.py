@@ -26,8 +26,9 @@ Coverage = Literal["center", "fraction"]
 TileMethod = Literal["shannon", "otsu"]
 #: Registered model classes (:func:`stpredict.tl.train`'s ``model=``).
 ModelName = Literal["pixnet", "spot_regressor", "linear_probe"]
-#: Training presets; ``"auto"`` picks ``"paper"`` on CUDA, else ``"cpu"``.
-PresetName = Literal["auto", "cpu", "paper"]
+#: Training presets; ``"auto"`` picks ``"paper"`` on CUDA, else ``"cpu_spots"`` for spot-sized training footprints
+#: (≥ 50 µm; models that have it) and ``"cpu"`` for bins and cells.
+PresetName = Literal["auto", "cpu", "cpu_spots", "paper"]
 #: Output activation of the PixNet head.
 OutActivation = Literal["identity", "softplus", "relu"]
 #: What the PixNet head predicts: log-normalised values (``"log"``) or log-rates of a count model (``"rate"``).

@@ -179,3 +179,28 @@ def test_labels_footprints_are_the_bins_of_a_bin_id_raster():
     s.labels["cells"] = Labels2DModel.parse(raster, dims=("y", "x"), transformations={"global": to_img})
     with pytest.raises(ValueError, match="one pixel per bin"):
         labels_footprints(s, "cells", "he")
+
+
+def test_a_multipolygon_aggregates_exactly_over_the_union_of_its_parts():
+    """A pooled footprint (pp.pool_footprints' union of disjoint members) is the sum of its members' rows."""
+    from scipy import sparse as sp
+
+    parts = [
+        shapely.box(2.3, 3.1, 9.7, 8.2),
+        shapely.box(14.5, 2.2, 19.1, 11.6),
+        shapely.Point(8, 17).buffer(4.2),
+    ]
+    union = shapely.union_all(parts)
+    assert union.geom_type == "MultiPolygon"
+    geoms = np.array([*parts, union], dtype=object)
+    c = np.array([[g.centroid.x, g.centroid.y] for g in geoms])
+    for coverage in ("center", "fraction"):
+        A, kept = footprint_matrix(Footprints(c, geometries=geoms), (24, 24), how="sum", coverage=coverage)
+        assert list(kept) == [0, 1, 2, 3]
+        A = sp.csr_matrix(A)
+        np.testing.assert_allclose(A[3].toarray(), A[:3].sum(0), atol=1e-12)
+        M, _ = footprint_matrix(Footprints(c, geometries=geoms), (24, 24), how="mean", coverage=coverage)
+        w = np.asarray(A[:3].sum(1)).ravel()  # the members' pixel weights
+        np.testing.assert_allclose(
+            M[3].toarray().ravel(), (w[:, None] * M[:3].toarray()).sum(0) / w.sum(), atol=1e-12
+        )

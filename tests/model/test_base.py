@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import pytest
 
 import stpredict as stp
+from stpredict._types import PresetName
 from stpredict.model import LinearProbe, PixNet, Preset, SpotRegressor, model_class
 
 
@@ -16,7 +18,7 @@ def test_registry_and_typed_presets_in_one_place():
     with pytest.raises(ValueError, match="model must be one of"):
         model_class("stnet")
     for cls in (PixNet, SpotRegressor, LinearProbe):
-        assert set(cls.presets) == {"cpu", "paper"}
+        assert {"cpu", "paper"} <= set(cls.presets) <= set(get_args(PresetName)) - {"auto"}  # typed
         for p in cls.presets.values():
             assert isinstance(p, Preset)
             assert set(p.architecture) <= cls.architecture_args()  # presets name real arguments
@@ -27,6 +29,7 @@ def test_registry_and_typed_presets_in_one_place():
         "tile_size": 192,
         "batch_size": 4,
     }
+    assert "cpu_spots" in PixNet.presets  # the recipe "auto" picks for spots on a CPU
 
 
 def test_arguments_split_into_architecture_and_training():

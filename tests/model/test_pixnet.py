@@ -342,3 +342,25 @@ def test_trains_on_bins_annotating_a_bin_id_raster():
     assert a.history[0]["train_loss"] == pytest.approx(b_.history[0]["train_loss"], rel=1e-6)
     for (n, p), (_, q) in zip(a.module.state_dict().items(), b_.module.state_dict().items(), strict=True):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+def test_auto_preset_picks_the_spot_recipe_for_spots_and_the_bin_recipe_for_bins(synthetic_small, caplog):
+    """On a CPU, ``preset="auto"`` reads the training footprints: spots (>= 50 µm) get ``cpu_spots``, bins ``cpu``."""
+    fit = {"n_top_genes": 3, "max_epochs": 1, "steps_per_epoch": 1, "decoder_channels": 8, "progress": False}
+    spots = stp.tl.train(synthetic_small, tables="st_spots", **fit)
+    cpu_spots = PixNet.presets["cpu_spots"]
+    assert spots.config["train_mpp"] == cpu_spots.architecture["train_mpp"] == 4.0
+    assert spots.config["tile_size"] == 128 and spots.training_params["ema"] == 0.99
+    assert spots.training_params["batch_size"] == 8
+    bins = stp.tl.train(synthetic_small, tables="square_016um", **fit)
+    assert (
+        bins.config["train_mpp"] == 2.0
+        and bins.config["tile_size"] == 192
+        and not bins.training_params["ema"]
+    )
+    # the baselines have one CPU recipe; explicit arguments still win
+    from stpredict.model import SpotRegressor
+
+    assert SpotRegressor.from_preset("auto", ["A"], footprint_um=100.0)[0].config["train_mpp"] == 2.0
+    assert stp.tl.train(synthetic_small, tables="st_spots", train_mpp=2.0, **fit).config["train_mpp"] == 2.0
+    assert PixNet.auto_preset(None) == "cpu" and PixNet.auto_preset(55.0) == "cpu_spots"

@@ -168,6 +168,18 @@ def test_pixnet_trains_on_pooled_spots_when_a_tile_holds_them(tmp_path):
         small.train(
             s, tables="st_spots_pooled3", n_top_genes=4, max_epochs=1, steps_per_epoch=1, progress=False
         )
+    # tl.train's presets take a tile that holds them (1.25 x the largest union) unless told otherwise
+    auto = stp.tl.train(
+        s,
+        tables="st_spots_pooled3",
+        n_top_genes=4,
+        max_epochs=1,
+        steps_per_epoch=1,
+        decoder_channels=8,
+        progress=False,
+    )
+    largest = 2 * 200 + 100  # µm: 3 x 3 disks of 100 µm on a 200 µm grid
+    assert auto.config["train_mpp"] == 4.0 and auto.config["tile_size"] * 4.0 >= 1.25 * largest
     model = PixNet(decoder_channels=8, train_mpp=2.0, tile_size=288)
     model.train(s, tables="st_spots_pooled3", n_top_genes=4, max_epochs=1, steps_per_epoch=2, progress=False)
     stp.tl.predict_dense(s, model, bins_um=(), shapes=["synthetic_st_spots"], progress=False)

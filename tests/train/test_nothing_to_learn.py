@@ -21,6 +21,7 @@ from spatialdata.models import Image2DModel, ShapesModel
 from spatialdata.transformations import get_transformation
 
 import stpredict as stp
+from stpredict._core import table_footprints
 from stpredict.model import LinearProbe, PixNet, SpotRegressor
 
 IMAGE = "synthetic_full_image"
@@ -205,10 +206,13 @@ def test_pixnet_refuses_a_validation_section_whose_footprints_do_not_fit_a_tile(
     assert model.history == []
 
 
-def test_linear_probe_refuses_footprints_larger_than_its_tiles(slide):
+def test_linear_probe_grows_its_feature_tiles_to_hold_footprints_larger_than_them(slide, caplog):
+    """Frozen features: a tile of twice the largest footprint holds each whole, so none is left out (was an error)."""
     model = LinearProbe(train_mpp=4.0, tile_size=16, alpha=1.0)  # 64 µm tiles, 100 µm spots
-    with pytest.raises(ValueError, match=r"None of the training footprints fits in a 16 px tile at 4 µm/px"):
+    with caplog.at_level(logging.INFO, logger="stpredict"):
         model.train(slide, tables="st_spots", **COMMON)
+    assert "px tiles (not 16)" in caplog.text
+    assert model.training_params["n_footprints"] == len(table_footprints(slide, "st_spots", IMAGE)[0])
 
 
 # ---------------------------------------------------------------- pretraining without tissue

@@ -45,6 +45,11 @@ _BY_NAME: dict[str, type[BaseModel]] = {}
 _BY_FORMAT: dict[str, type[BaseModel]] = {}
 
 
+#: Training footprints at least this wide (µm) are spots (legacy ST 100 µm, Visium 55 µm): ``"auto"`` then trains with
+#: a model's ``"cpu_spots"`` preset on a CPU, and with ``"cpu"`` for bins (Visium HD 2/8/16 µm) and cells.
+SPOT_UM = 50.0
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named recipe of one model class: constructor (architecture) and ``train`` arguments."""
@@ -186,16 +191,36 @@ class BaseModel:
         return arch, {k: v for k, v in kwargs.items() if k not in arch_names}
 
     @classmethod
+    @classmethod
+    def auto_preset(cls, footprint_um: float | None = None) -> str:
+        """The preset ``"auto"`` stands for, given the training footprints' size ``footprint_um`` (µm).
+
+        ``"paper"`` with CUDA; on other devices ``"cpu_spots"`` (where the class has one) for footprints of spot size
+        (≥ :data:`SPOT_UM`), else ``"cpu"``.
+        """
+        if settings.resolve_device("auto").type == "cuda":
+            return "paper"
+        if footprint_um is not None and footprint_um >= SPOT_UM and "cpu_spots" in cls.presets:
+            return "cpu_spots"
+        return "cpu"
+
+    @classmethod
     def from_preset(
-        cls, preset: PresetName | str = "auto", genes: Sequence[str] | None = None, **kwargs: Any
+        cls,
+        preset: PresetName | str = "auto",
+        genes: Sequence[str] | None = None,
+        *,
+        footprint_um: float | None = None,
+        **kwargs: Any,
     ) -> tuple[BaseModel, dict[str, Any]]:
         """A new model built from a preset with ``kwargs`` on top, and the training arguments to use.
 
-        ``"auto"`` is ``"paper"`` when CUDA is available, else ``"cpu"``. A preset that sets
-        ``pretrained=True`` (the ``"paper"`` ones) does not when ``encoder_weights`` is given.
+        ``"auto"`` is :meth:`auto_preset` of ``footprint_um`` (the size of the training footprints, µm, which
+        :func:`stpredict.tl.train` reads from the tables). A preset that sets ``pretrained=True`` (the ``"paper"``
+        ones) does not when ``encoder_weights`` is given.
         """
         if preset == "auto":
-            preset = "paper" if settings.resolve_device("auto").type == "cuda" else "cpu"
+            preset = cls.auto_preset(footprint_um)
         if preset not in cls.presets:
             raise ValueError(f"preset must be 'auto' or one of {sorted(cls.presets)}; got {preset!r}.")
         preset_kwargs = cls.presets[preset].as_kwargs()

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from spatialdata import SpatialData
 
 from .. import _docs
 from .._core import Recipe
+from .._logging import logger
 from .._types import ModelName, PresetName
 
 __all__ = ["train"]
@@ -40,13 +42,17 @@ def train(
     **preset** for the architecture and tiling (each model's :attr:`presets`):
 
     - ``"cpu"``: resnet18 encoder, 64-wide decoder, 2 µm/px, 192 px tiles (384 µm), 4 tiles per
-      step, 10 epochs × 50 steps — minutes on a laptop CPU (the four HER2ST sections: see the README);
+      step, 10 epochs × 50 steps — minutes on a laptop CPU; the recipe for bins and cells;
+    - ``"cpu_spots"`` (PixNet): the same network at 4 µm/px, 128 px tiles (512 µm), 8 tiles per step and a moving
+      average of the weights (``ema=0.99``) — the recipe chosen on HER2ST spots without its test folds;
     - ``"paper"``: the encoder's ImageNet weights (``pretrained=True``: ``timm/resnet18.a1_in1k`` from
       the Hugging Face Hub, downloaded once; offline pass ``encoder_weights=`` or ``pretrained=False``),
       512-wide decoder, 1 µm/px, 384 px tiles, 8 tiles per step (a GPU run);
-    - ``"auto"`` (default): ``"paper"`` when CUDA is available, else ``"cpu"``.
+    - ``"auto"`` (default): ``"paper"`` when CUDA is available; else ``"cpu_spots"`` when the training footprints
+      are spots (the smallest table's median footprint ≥ 50 µm: legacy ST, Visium, pooled spots) and ``"cpu"``
+      for bins and cells (it says which in the log).
 
-    Both start the encoder from its pretrained weights: ``"paper"`` insists (an error if they cannot be had);
+    All start the encoder from its pretrained weights: ``"paper"`` insists (an error if they cannot be had);
     ``"cpu"`` takes them wherever they can be had (``pretrained="auto"``: the Hugging Face cache, or one download
     when there is network), else starts from a random initialisation **with a warning** that says how to get them
     (:doc:`/encoders`).
@@ -70,7 +76,7 @@ def train(
         instance to train as it is (an untrained model with your settings, or a
         :func:`~stpredict.model.load`-ed checkpoint to resume, optimiser included).
     preset
-        ``"auto"``, ``"cpu"`` or ``"paper"``; explicit keyword arguments win over the preset's.
+        ``"auto"``, ``"cpu"``, ``"cpu_spots"`` or ``"paper"``; explicit keyword arguments win over the preset's.
     {validation}
     **kwargs
         Architecture arguments of the model class (for PixNet ``encoder``, ``pretrained``,
@@ -97,7 +103,22 @@ def train(
     from ..model import BaseModel, model_class  # torch: only when training
 
     if isinstance(model, str):
-        model, fit = model_class(model).from_preset(preset, genes, **kwargs)
+        cls = model_class(model)
+        sizes = _footprint_um(sdata, tables, image_key)
+        name = cls.auto_preset(sizes and sizes[0]) if preset == "auto" else preset
+        if name in cls.presets and "tile_size" not in kwargs and sizes is not None:
+            arch = cls.presets[name].architecture
+            tile, mpp = arch.get("tile_size"), kwargs.get("train_mpp", arch.get("train_mpp"))
+            if tile is not None and mpp is not None:
+                # the preset's tile, or one that holds the largest footprint with a quarter of it to spare
+                need = int(np.ceil(1.25 * sizes[1] / float(mpp) / 32) * 32)
+                if need > tile:
+                    kwargs["tile_size"] = need
+                    logger.info(
+                        f"tile_size {need} px (not the preset's {tile}): the largest training footprint spans "
+                        f"{sizes[1]:.0f} µm, more than a {tile} px tile at {float(mpp):g} µm/px holds with room."
+                    )
+        model, fit = cls.from_preset(name, genes, **kwargs)
     elif isinstance(model, BaseModel):
         _, fit = type(model).split_kwargs(kwargs)
         arch = sorted(set(kwargs) - set(fit))
@@ -115,3 +136,35 @@ def train(
     return model.train(
         sdata, tables=tables, image_key=image_key, validation=validation, n_top_genes=n_top_genes, **fit
     )
+
+
+def _footprint_um(
+    sdata: SpatialData | Sequence[SpatialData],
+    tables: str | Sequence[str],
+    image_key: str | Sequence[str] | None,
+) -> tuple[float, float] | None:
+    """The training footprints' sizes (µm) the presets go by: ``(smallest per-table median, largest)`` diameter.
+
+    ``None`` when they cannot be read (an unlinked table, a missing image): training then reports what is wrong.
+    """
+    from .._core import default_image_key, get_mpp, table_footprints
+    from .._core._footprints import footprint_diameters
+
+    sdatas = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
+    names = [tables] if isinstance(tables, str) else list(tables)
+    keys = image_key if isinstance(image_key, list | tuple) else [image_key] * len(sdatas)
+    medians, largest = [], 0.0
+    try:
+        for sd, key in zip(sdatas, keys, strict=False):
+            key = key or default_image_key(sd)
+            for t in names:
+                if t not in sd.tables:
+                    continue
+                fp, _ = table_footprints(sd, t, key)
+                if len(fp):
+                    d = footprint_diameters(fp) * get_mpp(sd, key)
+                    medians.append(float(np.median(d)))
+                    largest = max(largest, float(d.max()))
+    except Exception:  # training itself raises the precise error
+        return None
+    return (min(medians), largest) if medians else None
