@@ -266,7 +266,7 @@ def published_table(df: pd.DataFrame, data_dir: str | Path) -> str:
 
 def summarise(df: pd.DataFrame) -> str:
     """Mean over folds per (seed, pool, method, budget, scored_on), then over seeds; ratios of the issue's bar."""
-    df = df.assign(blocks=df.blocks.fillna(""), map_space=df.map_space.fillna(""), tag=df.tag.fillna(""))
+    df = df.assign(**{c: df[c].astype(object).fillna("") for c in ("blocks", "map_space", "tag")})
     keys = ["pool", "blocks", "tag", "method", "map_space", "budget", "scored_on"]
     per_seed = (
         df.groupby(["seed", *keys], dropna=False)[["PCC@M", "PCC@S", "MSE", "train_s"]].mean().reset_index()
