@@ -344,7 +344,7 @@ def test_trains_on_bins_annotating_a_bin_id_raster():
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
 
 
-def test_auto_preset_picks_the_spot_recipe_for_spots_and_the_bin_recipe_for_bins(synthetic_small, caplog):
+def test_auto_preset_picks_the_spot_recipe_for_spots_and_the_bin_recipe_for_bins(synthetic_small):
     """On a CPU, ``preset="auto"`` reads the training footprints: spots (>= 50 µm) get ``cpu_spots``, bins ``cpu``."""
     fit = {"n_top_genes": 3, "max_epochs": 1, "steps_per_epoch": 1, "decoder_channels": 8, "progress": False}
     spots = stp.tl.train(synthetic_small, tables="st_spots", **fit)

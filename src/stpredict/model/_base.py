@@ -191,7 +191,6 @@ class BaseModel:
         return arch, {k: v for k, v in kwargs.items() if k not in arch_names}
 
     @classmethod
-    @classmethod
     def auto_preset(cls, footprint_um: float | None = None) -> str:
         """The preset ``"auto"`` stands for, given the training footprints' size ``footprint_um`` (µm).
 

@@ -21,9 +21,11 @@ from ..train import (
     SectionData,
     TileSampler,
     fit_ridge,
+    footprint_extents,
     mean_pcc,
     pixnet_score,
     section_data,
+    tile_holding,
     training_targets,
 )
 from ._base import Preset, architecture
@@ -40,13 +42,8 @@ def feature_tile(section: SectionData, tile_size: int) -> int:
     receptive field). Large footprints — e.g. the unions of :func:`stpredict.pp.pool_footprints` — are then pooled
     over exactly their pixels.
     """
-    ext = [
-        np.maximum(np.ceil(b[:, 2]) - np.floor(b[:, 0]), np.ceil(b[:, 3]) - np.floor(b[:, 1]))
-        for b in section.bounds
-        if len(b)
-    ]
-    largest = max((float(e.max()) for e in ext), default=0.0)
-    need = int(np.ceil(2 * (largest + 1) / 32) * 32)
+    largest = max((float(footprint_extents(b).max()) for b in section.bounds if len(b)), default=0.0)
+    need = tile_holding(largest + 1, scale=2)
     if need > tile_size:
         logger.info(
             f"LinearProbe features of section {section.name!r}: {need} px tiles (not {tile_size}) so that each of "

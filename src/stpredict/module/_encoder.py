@@ -290,13 +290,12 @@ def pretrained_available(name: str) -> tuple[bool, str]:
         from huggingface_hub import hf_hub_download
 
         errors = []
+        # offline, unreachable or not in the repository: try the next file, then give up
         for filename in ("model.safetensors", "pytorch_model.bin"):
             try:
                 hf_hub_download(hub_id, filename)
                 return True, ""
-            except (
-                Exception
-            ) as exc:  # offline, unreachable, not in the repository: the next file, then give up
+            except Exception as exc:
                 errors.append(f"{filename}: {type(exc).__name__}")
         return (
             False,

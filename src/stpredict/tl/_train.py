@@ -103,15 +103,18 @@ def train(
     from ..model import BaseModel, model_class  # torch: only when training
 
     if isinstance(model, str):
+        from ..train import tile_holding
+
         cls = model_class(model)
-        sizes = _footprint_um(sdata, tables, image_key)
+        grow_tile = "tile_size" not in kwargs and "tile_size" in cls.architecture_args()
+        sizes = _footprint_um(sdata, tables, image_key) if preset == "auto" or grow_tile else None
         name = cls.auto_preset(sizes and sizes[0]) if preset == "auto" else preset
-        if name in cls.presets and "tile_size" not in kwargs and sizes is not None:
+        if name in cls.presets and grow_tile and sizes is not None:
             arch = cls.presets[name].architecture
             tile, mpp = arch.get("tile_size"), kwargs.get("train_mpp", arch.get("train_mpp"))
             if tile is not None and mpp is not None:
                 # the preset's tile, or one that holds the largest footprint with a quarter of it to spare
-                need = int(np.ceil(1.25 * sizes[1] / float(mpp) / 32) * 32)
+                need = tile_holding(sizes[1] / float(mpp), scale=1.25)
                 if need > tile:
                     kwargs["tile_size"] = need
                     logger.info(

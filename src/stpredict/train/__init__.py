@@ -29,7 +29,17 @@ from ._loop import TrainingPlan, fit
 from ._loss import batch_pcc, grouped_loss, pixnet_loss, poisson_deviance
 from ._ridge import RidgeFit, fit_ridge, mean_pcc, pixnet_score
 from ._ssl import SimSiam, he_augment, hed_jitter, pretrain_simsiam
-from ._tiles import Batch, FeatureCache, TilePlan, TileSampler, batch_loss, evaluate_batches, run_batch
+from ._tiles import (
+    Batch,
+    FeatureCache,
+    TilePlan,
+    TileSampler,
+    batch_loss,
+    evaluate_batches,
+    footprint_extents,
+    run_batch,
+    tile_holding,
+)
 
 __all__ = [
     "Batch",
@@ -51,6 +61,7 @@ __all__ = [
     "evaluate_batches",
     "fit",
     "fit_ridge",
+    "footprint_extents",
     "grouped_loss",
     "he_augment",
     "hed_jitter",
@@ -66,5 +77,6 @@ __all__ = [
     "section_data",
     "section_footprints",
     "section_targets",
+    "tile_holding",
     "training_targets",
 ]

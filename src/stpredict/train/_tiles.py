@@ -20,7 +20,17 @@ from ._data import SectionData
 from ._distributed import Distributed
 from ._loss import grouped_loss, pixnet_loss
 
-__all__ = ["Batch", "FeatureCache", "TilePlan", "TileSampler", "batch_loss", "evaluate_batches", "run_batch"]
+__all__ = [
+    "Batch",
+    "FeatureCache",
+    "TilePlan",
+    "TileSampler",
+    "batch_loss",
+    "evaluate_batches",
+    "footprint_extents",
+    "run_batch",
+    "tile_holding",
+]
 
 
 @dataclass
@@ -83,6 +93,22 @@ class _Rows:
     index: np.ndarray
     counts: np.ndarray | None
     library: np.ndarray | None
+
+
+def footprint_extents(bounds: np.ndarray) -> np.ndarray:
+    """Whole pixels each footprint spans (the larger side), from bounds ``(n, 4)`` = x0, y0, x1, y1 in tile pixels."""
+    return np.maximum(
+        np.ceil(bounds[:, 2]) - np.floor(bounds[:, 0]), np.ceil(bounds[:, 3]) - np.floor(bounds[:, 1])
+    )
+
+
+def tile_holding(extent: float, *, scale: float = 1.0, margin: float = 0.0) -> int:
+    """The smallest tile side (a multiple of 32 px) of at least ``scale`` × ``extent`` + ``margin`` pixels.
+
+    ``scale`` 1: a tile that can hold a footprint of that extent; 2: one that holds it wherever it lies on a
+    half-tile grid (a frozen encoder's tiles, the LinearProbe's feature tiles); 1.25: room to move it around.
+    """
+    return int(np.ceil((scale * extent + margin) / 32) * 32)
 
 
 def _stack_rows(rows: list[_Rows], mats: list[sparse.csr_matrix]) -> dict:
@@ -157,13 +183,7 @@ class TileSampler:
         # are never drawn, and a tile's jitter leaves room for the footprint it is drawn for
         room = self.tile - 2 * self.context
         # in whole pixels, as tile origins are: a footprint spans ceil(right) - floor(left) of them
-        self.extent = [
-            [
-                np.maximum(np.ceil(b[:, 2]) - np.floor(b[:, 0]), np.ceil(b[:, 3]) - np.floor(b[:, 1]))
-                for b in sec.bounds
-            ]
-            for sec in self.sections
-        ]
+        self.extent = [[footprint_extents(b) for b in sec.bounds] for sec in self.sections]
         self.fit = {
             (s, t): np.nonzero(self._fits(sec.bounds[t], ext, room))[0]
             for s, (sec, exts) in enumerate(zip(self.sections, self.extent, strict=True))
@@ -177,7 +197,7 @@ class TileSampler:
         if n_fit < n_all and require_fit:
             largest = max(float(ext.max()) for exts in self.extent for ext in exts if ext.size)
             # a frozen encoder's tiles lie on a half-tile grid, which holds footprints up to half a tile
-            need = int(np.ceil(((2 if self.snap else 1) * largest + 2 * self.context) / 32) * 32)
+            need = tile_holding(largest, scale=2 if self.snap else 1, margin=2 * self.context)
             what = (
                 f"{n_all - n_fit} of the {n_all} footprints fit in no {self.tile} px tile"
                 + (f" less {self.context} px of context on each side" if self.context else "")
