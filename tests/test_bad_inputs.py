@@ -486,7 +486,7 @@ CLI_CASES = [
             "--preset",
             "cpu",
         ],
-        1,
+        2,  # a wrong use of the command, found before anything is imported
         "`--epochs`",  # the CLI's flag, not the Python argument max_epochs
     ),
     (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,77 @@ def test_info_says_predictions_are_not_counts(tmp_path, capsys):
     assert "predicted log1p-normalised values" in lines["table  pixnet_square_008um"]
     assert "counts" not in lines["table  pixnet_square_008um"]
     assert "counts" in lines["table  square_008um"]
+
+
+CHEAP_ERRORS = [
+    (["predict", "{tmp}/nope.zarr", "--model", "{tmp}/m"], 1, "does not exist"),
+    (
+        ["predict", "{tmp}/s.zarr", "--model", "{tmp}/nomodel"],
+        1,
+        r"Model checkpoint folder not found.*does not exist",
+    ),
+    (["predict", "{tmp}/s.zarr", "--model", "{tmp}/empty"], 1, "not an stpredict checkpoint"),
+    (["predict", "{tmp}/s.zarr", "--model", "{tmp}/m", "--bins", "0"], 2, r"`--bins` must be > 0; got 0"),
+    (["predict", "{tmp}/s.zarr", "--model", "{tmp}/m", "--out-mpp", "-1"], 2, r"`--out-mpp` must be > 0"),
+    (["predict", "{tmp}/s.zarr", "--model", "{tmp}/m", "--out", "x.zarr"], 2, "--out is for slide files"),
+    (["predict", "{tmp}/slide.svs", "--model", "{tmp}/m", "--out", "o.zarr"], 1, "Slide file not found"),
+    (
+        ["train", "{tmp}/s.zarr", "{tmp}/nope.zarr", "--tables", "t", "--out", "{tmp}/new"],
+        1,
+        "does not exist",
+    ),
+    (
+        ["train", "{tmp}/s.zarr", "--tables", "t", "--out", "{tmp}/empty", "--epochs", "0"],
+        2,
+        "`--epochs` must be >= 1",
+    ),
+    (["train", "{tmp}/s.zarr", "--tables", "t", "--out", "{tmp}/m"], 2, r"exists; pass --overwrite"),
+    (
+        ["train", "{tmp}/s.zarr", "--tables", "t", "--out", "{tmp}/mine", "--overwrite"],
+        2,
+        "holds no stpredict checkpoint",
+    ),
+    (["info", "{tmp}/s.zar"], 1, r"does not exist.*Did you mean .*s\.zarr"),
+    (
+        ["read-st", "--counts", "{tmp}/c.tsv", "--spots", "{tmp}/s.tsv", "--image", "{tmp}/he.jpg"],
+        1,
+        "MISSING counts",
+    ),
+]
+
+
+def test_cheap_errors_come_before_the_heavy_imports(tmp_path):
+    """A wrong path, a missing model folder or a zero size fails with neither SpatialData nor torch imported."""
+    import json
+
+    (tmp_path / "s.zarr").mkdir()
+    (tmp_path / "s.zarr" / "zarr.json").write_text("{}")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "weights.pt").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    cases = [([a.format(tmp=tmp_path) for a in argv], code, pattern) for argv, code, pattern in CHEAP_ERRORS]
+    script = (
+        "import json, sys\n"
+        "from stpredict._cli import main\n"
+        "out = []\n"
+        "for argv, code, pattern in json.loads(sys.argv[1]):\n"
+        "    out.append(main(['-q', *argv]))\n"
+        "heavy = sorted(m for m in ('torch', 'spatialdata', 'anndata', 'dask', 'scanpy') if m in sys.modules)\n"
+        "print(json.dumps({'rc': out, 'heavy': heavy}))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"imported before the error: {result['heavy']}"
+    errors = [ln for ln in res.stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == len(cases), res.stderr
+    for (argv, code, pattern), rc, err in zip(cases, result["rc"], errors, strict=True):
+        assert rc == code and re.search(pattern, err), (argv, rc, err)
 
 
 def test_every_option_has_help_and_errors_name_flags():

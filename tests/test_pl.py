@@ -65,3 +65,54 @@ def test_compare_and_gene_scores(predicted):
     assert [lab.split(" =")[0] for lab in labels] == ["PCC@F", "PCC@S", "PCC@M"]
     assert "4 genes" in ax.get_title()
     plt.close(ax.figure)
+
+
+def test_colour_limits_are_robust_percentiles_over_tissue_and_plots_save(predicted, tmp_path):
+    """Default limits: the 1st/99th percentiles over tissue (one hot pixel does not flatten the map); numbers,
+    ``"pN"`` and ``None`` as in scanpy/squidpy; ``save=`` writes the file a script needs."""
+    slide, model = predicted
+    gene = model.genes[1]
+    dense = slide.images["pixnet_dense"]
+    arr = dense["scale0"]["image"] if hasattr(dense, "keys") else dense
+    c = [str(v) for v in arr.coords["c"].values].index(gene)
+    mask = stp.pp.tissue_mask(slide, "synthetic_full_image", arr.shape[1:])
+    values = np.asarray(arr.data[c])
+    ys, xs = np.nonzero(mask)
+    spiked = values.copy()
+    spiked[ys[0], xs[0]] = values.max() + 100.0  # one absurd pixel on tissue
+    arr.data = arr.data.copy()
+    if hasattr(arr.data, "compute"):
+        arr.data = arr.data.compute()
+    arr.data[c] = spiked
+    ax = stp.pl.expression_map(slide, gene, show=False, crop=None)
+    lo, hi = ax.get_images()[1].get_clim()
+    tissue = spiked[mask]
+    np.testing.assert_allclose((lo, hi), np.percentile(tissue, [1, 99]), rtol=1e-5)
+    assert hi < values.max() + 1  # the spike does not set the top of the scale
+    plt.close(ax.figure)
+    ax = stp.pl.expression_map(slide, gene, vmin=None, vmax=None, show=False, crop=None)
+    assert ax.get_images()[1].get_clim()[1] == pytest.approx(spiked[mask].max(), rel=1e-5)
+    plt.close(ax.figure)
+    ax = stp.pl.expression_map(slide, gene, vmin=0.0, vmax="p50", show=False)
+    assert ax.get_images()[1].get_clim() == pytest.approx((0.0, float(np.percentile(tissue, 50))), rel=1e-4)
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match=r"`vmax` must be a number, a percentile such as 'p1'"):
+        stp.pl.expression_map(slide, gene, vmax="high", show=False)
+    arr.data[c] = values
+    out = stp.pl.expression_map(slide, gene, save=tmp_path / "figs" / "map", show=False)
+    assert (tmp_path / "figs" / "map.png").stat().st_size > 10_000 and out is not None
+    plt.close("all")
+    axes = stp.pl.compare(
+        slide,
+        gene,
+        pred="pixnet_synthetic_square_016um",
+        truth="square_016um",
+        layer="expected",
+        show=False,
+        save=tmp_path / "compare.pdf",
+    )
+    assert (tmp_path / "compare.pdf").is_file()
+    assert axes[0].get_xlabel() == "x (µm)" and axes[0].get_ylabel() == "y (µm)"  # micron axes, not pixels
+    xy = np.asarray(axes[0].collections[0].get_offsets())
+    assert xy[:, 0].max() <= 640 + 16  # µm, on the 640 µm slide
+    plt.close("all")

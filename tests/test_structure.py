@@ -2,7 +2,7 @@
 
 The layers, lowest first (``src/stpredict``):
 
-0. ``_constants``, ``_logging``, ``_types``, ``_docs``, ``_version``; 1. ``_settings``, ``_progress``; 2. ``_core`` (torch-free
+0. ``_constants``, ``_logging``, ``_types``, ``_docs``, ``_version``, ``_paths``; 1. ``_settings``, ``_progress``; 2. ``_core`` (torch-free
 building blocks); 3. ``pp``; 4. ``io``; 5. ``datasets``; 6. ``module`` (nn.Modules); 7. ``train``;
 8. ``model``; 9. ``tl``; 10. ``pl``; 11. ``_cli`` / ``__main__``; the package root on top.
 
@@ -27,6 +27,7 @@ LAYERS = {
     "_types": 0,
     "_docs": 0,
     "_version": 0,
+    "_paths": 0,
     "_settings": 1,
     "_progress": 1,
     "_core": 2,
@@ -45,6 +46,7 @@ LAYERS = {
 TORCH = {"torch", "timm", "torchvision"}
 TORCH_FREE = {
     "_constants",
+    "_paths",
     "_logging",
     "_types",
     "_docs",

@@ -22,6 +22,17 @@ VISIUM_SPOTS_KEY: Final = "visium_spots"
 KEY_ADDED: Final = "pixnet"
 
 
+# --- slide files ---------------------------------------------------------------------------
+#: Slide suffixes read with tifffile (TIFF and its scanner variants).
+TIFF_SUFFIXES: Final = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".svs", ".ndpi", ".scn", ".qptiff")
+#: Suffixes only OpenSlide reads.
+OPENSLIDE_SUFFIXES: Final = (".mrxs", ".vms", ".vmu", ".bif", ".svslide")
+#: Plain images, decoded whole into memory.
+PLAIN_SUFFIXES: Final = (".jpg", ".jpeg", ".png")
+#: Every suffix :func:`stpredict.io.read_wsi` accepts.
+WSI_SUFFIXES: Final = TIFF_SUFFIXES + OPENSLIDE_SUFFIXES + PLAIN_SUFFIXES
+
+
 #: ``tl.predict_dense(bins_as="auto")``: bin tables with more bins than this annotate a bin-id raster (Labels) instead
 #: of one polygon per bin (a 6.5 × 6.5 mm Visium HD capture area has ~10.6 million 2 µm bins).
 MAX_BIN_SHAPES: Final = 1_000_000

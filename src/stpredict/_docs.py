@@ -156,3 +156,12 @@ show
     Show the figure (default: when the backend is interactive).
 return_fig
     Return the figure instead of the axes."""
+
+show_save = """\
+show
+    Show the figure (default: when the backend is interactive; in a script, pass ``save``).
+save
+    Write the figure to this file (``.png`` unless the name has a suffix); ``True``: ``<plot>_<gene>.png`` in the
+    working folder.
+return_fig
+    Return the figure instead of the axes."""

@@ -1,7 +1,8 @@
 """The checks of every path a user passes: each error names the path, what is wrong with it and the fix.
 
-- :func:`check_file` / :func:`check_dir` / :func:`check_files`: a misspelt path says it does not exist (with
-  the near names beside it), a folder where a file is expected says so, and the reverse;
+- :func:`check_file` / :func:`check_dir` / :func:`check_files` (from :mod:`stpredict._paths`, standard library
+  only, so the CLI checks paths before the heavy imports): a misspelt path says it does not exist (with the near
+  names beside it), a folder where a file is expected says so, and the reverse;
 - :func:`read_json`, :func:`check_hdf5`, :func:`check_parquet`, :func:`check_image`, :func:`check_tiff`,
   :func:`check_weights_file`: cheap reads that find a truncated or corrupt file when it is opened (not later,
   inside a decoder, with a message that does not name it); :func:`corrupt_file_error` is their error.
@@ -14,19 +15,20 @@ only when its end is not where it should be.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import itertools
 import json
 import logging
 import os
 import re
 import struct
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._constants import TIFF_SUFFIXES
+from .._paths import _first, _q, check_dir, check_file, check_files
 
 __all__ = [
     "RECOPY",
@@ -50,161 +52,8 @@ __all__ = [
 RECOPY = "Copy or download it again: a transfer or a disk that filled up part-way leaves such files."
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".svs", ".ndpi", ".scn", ".qptiff")
 #: What tifffile logs when a read stops at the end of the file (an IFD or a tag list cut short).
 _SHORT_READ = ("corrupted IFD structure", "unpack requires a buffer")
-_LISTED = 8  # names shown when a folder's content is listed
-
-
-def _q(path: Path) -> str:
-    return repr(str(path))
-
-
-def _first(what: str) -> str:
-    return what[:1].upper() + what[1:]
-
-
-def _names(folder: Path, limit: int = 10_000) -> list[str]:
-    with contextlib.suppress(OSError), os.scandir(folder) as it:
-        return sorted(e.name for e in itertools.islice(it, limit))
-    return []
-
-
-def _listing(folder: Path) -> str:
-    names = _names(folder)
-    if not names:
-        return " It is empty."
-    more = f", … ({len(names)} in all)" if len(names) > _LISTED else ""
-    return f" It holds {', '.join(names[:_LISTED])}{more}."
-
-
-def _nearby(path: Path) -> str:
-    """Where a path that does not exist stops existing, and the near names there (a typo's likely fix)."""
-    path = Path(os.path.abspath(path))
-    parent = path.parent
-    if parent.is_dir():
-        close = difflib.get_close_matches(path.name, _names(parent), n=3, cutoff=0.6)
-        if close:
-            return f" Did you mean {' or '.join(repr(str(parent / c)) for c in close)}?"
-        return ""
-    for ancestor in path.parents:
-        if ancestor.is_dir():
-            missing = ancestor / path.relative_to(ancestor).parts[0]
-            return f" (The folder {str(ancestor)!r} exists, but holds no {missing.name!r}.)"
-    return ""
-
-
-def check_file(path: str | os.PathLike, what: str, *, expected: str = "") -> Path:
-    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else an error that says what it is.
-
-    Parameters
-    ----------
-    path
-        The path a user passed.
-    what
-        What the file is, e.g. ``"Slide file"``; the message starts with it.
-    expected
-        What file is expected, e.g. ``"the slide (.svs, .tif, .ndpi, …)"``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When nothing is at ``path`` (the message suggests near names).
-    IsADirectoryError
-        When ``path`` is a folder.
-
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    want = f" Expected {expected}." if expected else ""
-    if p.is_dir():
-        raise IsADirectoryError(f"{_first(what)} {_q(p)} is a folder, not a file.{want}{_listing(p)}")
-    raise FileNotFoundError(f"{_first(what)} not found: {_q(p)} does not exist.{_nearby(p)}{want}")
-
-
-def check_dir(path: str | os.PathLike, what: str, *, expected: str = "") -> Path:
-    """``path`` as a :class:`~pathlib.Path` when it is an existing folder; else an error that says what it is.
-
-    Parameters
-    ----------
-    path
-        The path a user passed.
-    what
-        What the folder is, e.g. ``"Visium folder"``; the message starts with it.
-    expected
-        What folder is expected, e.g. ``"the Space Ranger `outs/` folder"``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When nothing is at ``path`` (the message suggests near names).
-    NotADirectoryError
-        When ``path`` is a file.
-
-    """
-    p = Path(path)
-    if p.is_dir():
-        return p
-    want = f" Expected {expected}." if expected else ""
-    if p.exists():
-        raise NotADirectoryError(
-            f"{_first(what)} {_q(p)} is a file, not a folder.{want} Pass the folder, not a file in it."
-        )
-    raise FileNotFoundError(f"{_first(what)} not found: {_q(p)} does not exist.{_nearby(p)}{want}")
-
-
-def check_files(
-    files: Mapping[str, str | os.PathLike],
-    what: str,
-    hint: str = "",
-    *,
-    expected: Mapping[str, str] | None = None,
-) -> None:
-    """Check several files at once: one error lists every expected file and which are missing or folders.
-
-    Parameters
-    ----------
-    files
-        ``{name: path}``.
-    what
-        Who reads them, e.g. ``"read_st"``; the message starts with it.
-    hint
-        Appended to the message (how to fix it).
-    expected
-        ``{name: what that file should be}`` for the names that need saying.
-
-    Raises
-    ------
-    FileNotFoundError
-        When a file is missing (folders among them are marked too).
-    IsADirectoryError
-        When none is missing but one is a folder.
-
-    """
-    expected = expected or {}
-    paths = {k: Path(p) for k, p in files.items()}
-    folders = {k for k, p in paths.items() if p.is_dir()}
-    missing = {k for k, p in paths.items() if not p.exists()}
-    if not folders and not missing:
-        return
-
-    def line(k: str) -> str:
-        want = f" (expected {expected[k]})" if k in expected else ""
-        if k in missing:
-            return f"  MISSING {k}: {paths[k]}{want}"
-        if k in folders:
-            return f"  FOLDER  {k}: {paths[k]} is a folder, not a file{want}"
-        return f"  found   {k}: {paths[k]}"
-
-    listing = "\n".join(line(k) for k in paths)
-    head = []
-    if missing:
-        head.append(f"{len(missing)} of {len(paths)} expected file(s) missing")
-    if folders:
-        head.append(f"{len(folders)} of {len(paths)} is a folder, not a file")
-    err = FileNotFoundError if missing else IsADirectoryError
-    raise err(f"{what}: {'; '.join(head)}.\n{listing}{hint}")
 
 
 # --- truncated and corrupt files ---------------------------------------------------------------
@@ -388,7 +237,7 @@ def check_image(path: str | os.PathLike, what: str, *, fix: str = RECOPY) -> Non
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in _TIFF_SUFFIXES:
+    if suffix in TIFF_SUFFIXES:
         check_tiff(path, what, fix=fix)
         return
     Image.MAX_IMAGE_PIXELS = None  # whole-slide H&E images are legitimately large

@@ -20,6 +20,7 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._constants import OPENSLIDE_SUFFIXES, PLAIN_SUFFIXES, TIFF_SUFFIXES, WSI_SUFFIXES
 from .._core._files import check_file, corrupt_file_error, tiff_truncation, tifffile_messages
 from .._core._image import default_scale_factors
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
@@ -32,14 +33,6 @@ __all__ = ["WSI_SUFFIXES", "SlideInfo", "read_wsi", "slide_info"]
 WsiBackend = Literal["auto", "tifffile", "openslide"]
 
 #: File suffixes read with tifffile (TIFF containers).
-_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".svs", ".ndpi", ".scn", ".qptiff")
-#: Suffixes only OpenSlide reads.
-_OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".bif", ".svslide")
-#: Plain images, decoded whole into memory.
-_PLAIN_SUFFIXES = (".jpg", ".jpeg", ".png")
-#: Every suffix :func:`read_wsi` accepts.
-WSI_SUFFIXES = _TIFF_SUFFIXES + _OPENSLIDE_SUFFIXES + _PLAIN_SUFFIXES
-
 _UM_PER = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "μm": 1.0, "nm": 1e-3, "inch": 25400.0}
 #: The coarsest pyramid level kept: smaller levels (thumbnails) help nobody.
 _MIN_LEVEL_PX = 64
@@ -446,11 +439,11 @@ def _open(path: Path, backend: WsiBackend, chunk: int) -> SlideInfo:
     suffix = path.suffix.lower()
     if backend == "openslide":
         return _openslide_slide(path, chunk)
-    if backend == "tifffile" or suffix in _TIFF_SUFFIXES:
+    if backend == "tifffile" or suffix in TIFF_SUFFIXES:
         return _tiff_slide(path)
-    if suffix in _OPENSLIDE_SUFFIXES:
+    if suffix in OPENSLIDE_SUFFIXES:
         return _openslide_slide(path, chunk)
-    if suffix in _PLAIN_SUFFIXES:
+    if suffix in PLAIN_SUFFIXES:
         return _plain_slide(path)
     raise ValueError(
         f"{str(path)!r}: stpredict does not know {suffix!r} slides. It reads {', '.join(WSI_SUFFIXES)}; "

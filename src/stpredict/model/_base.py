@@ -592,18 +592,9 @@ def _is_checkpoint(path: Path) -> bool:
 
 def read_config(path: str | os.PathLike) -> dict:
     """The ``config.json`` of a checkpoint folder, with clear errors for what is not one."""
-    from .._core._files import check_dir
+    from .._paths import check_checkpoint_dir
 
-    path = check_dir(
-        path,
-        "Model checkpoint folder",
-        expected=f"a folder written by `model.save(path)`, holding {_CONFIG} and {_WEIGHTS}",
-    )
-    cfg_path, w_path = path / _CONFIG, path / _WEIGHTS
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise FileNotFoundError(
-            f"{path} is not an stpredict checkpoint: expected {_CONFIG} and {_WEIGHTS} in it."
-        )
+    cfg_path = check_checkpoint_dir(path) / _CONFIG
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import matplotlib.pyplot as plt
@@ -26,20 +28,64 @@ from .._core import (
     summarize_pcc,
 )
 from .._core._validate import check_number, check_sequence
+from .._logging import logger
 from ..pp._tissue import tissue_mask
 
 __all__ = ["compare", "expression_map", "gene_scores"]
 
 
-def _finish(fig, ax, show: bool | None, return_fig: bool):
+def _finish(
+    fig, ax, show: bool | None, return_fig: bool, save: str | os.PathLike | bool | None = None, name: str = ""
+):
+    """Save (``save``), show (``show``, default: on an interactive backend) and return as scanpy does."""
+    if save:
+        path = Path(f"{name}.png" if save is True else save)
+        if not path.suffix:
+            path = path.with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        logger.info(f"saved {path}")
     if return_fig:
         return fig
     if show is None:
         show = plt.get_backend().lower() != "agg"
+        if not show and not save:
+            logger.debug("Not shown (non-interactive backend); pass save='file.png' or show=True.")
     if show:
         plt.show()
         return None
     return ax
+
+
+#: The default colour limits: the 1st and 99th percentiles of what is drawn (over tissue), as squidpy's ``"p1"``.
+ROBUST_LIMITS = ("p1", "p99")
+
+
+def _limit(values: np.ndarray, v: float | str | None, name: str) -> float | None:
+    """A colour limit: a number, ``"pN"`` (the N-th percentile of the finite ``values``) or ``None`` (min/max)."""
+    if v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)):
+        return None if v is None else float(v)
+    if isinstance(v, str) and v.startswith("p"):
+        try:
+            q = float(v[1:])
+        except ValueError:
+            q = -1.0
+        if 0 <= q <= 100:
+            finite = values[np.isfinite(values)]
+            return float(np.percentile(finite, q)) if finite.size else None
+    raise ValueError(
+        f"`{name}` must be a number, a percentile such as 'p1' or 'p99' (of the values drawn), or None; got {v!r}."
+    )
+
+
+def _limits(
+    values: np.ndarray, vmin: float | str | None, vmax: float | str | None
+) -> tuple[float | None, float | None]:
+    """``(vmin, vmax)`` resolved on ``values``; an empty range is widened so a flat map still draws."""
+    lo, hi = _limit(values, vmin, "vmin"), _limit(values, vmax, "vmax")
+    if lo is not None and hi is not None and hi <= lo:
+        lo, hi = lo - 0.5, lo + 0.5
+    return lo, hi
 
 
 def _scale_bar(ax, length_um: float | None, extent: tuple[float, float, float, float]) -> None:
@@ -67,7 +113,7 @@ def _tissue_box(
     return max(0.0, x0 - m), max(0.0, y0 - m), min(W_um, x1 + m), min(H_um, y1 + m)
 
 
-@_docs.doc_params(key=_docs.key_read, image_key=_docs.image_key, show=_docs.show)
+@_docs.doc_params(key=_docs.key_read, image_key=_docs.image_key, show=_docs.show_save)
 def expression_map(
     sdata: SpatialData,
     gene: str,
@@ -76,12 +122,15 @@ def expression_map(
     image_key: str | None = None,
     alpha: float = 0.6,
     cmap: str = "magma",
+    vmin: float | str | None = ROBUST_LIMITS[0],
+    vmax: float | str | None = ROBUST_LIMITS[1],
     crop: Sequence[float] | Literal["tissue"] | None = "tissue",
     mask_background: bool = True,
     title: str | None = None,
     scale_bar_um: float | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
 ) -> Axes | Figure | None:
     """The dense map of one gene over the H&E, in microns, with a colour bar and a scale bar.
@@ -101,6 +150,10 @@ def expression_map(
         Opacity of the map over the H&E.
     cmap
         Matplotlib colour map of the expression.
+    vmin, vmax
+        Colour limits: numbers, or percentiles of the values drawn (over tissue, inside ``crop``) as ``"p1"`` /
+        ``"p99"`` (the default, so a few extreme pixels do not flatten the rest), or ``None`` for the minimum and
+        maximum (as in scanpy and squidpy).
     crop
         ``"tissue"`` (default): the bounding box of the tissue (:func:`stpredict.pp.tissue_mask`) with a small
         margin; ``(x0, y0, x1, y1)`` in µm from the image's top-left corner; ``None``: the whole image.
@@ -193,7 +246,11 @@ def expression_map(
         ds[0].start * dmpp + values.shape[0] * dmpp,
         ds[0].start * dmpp,
     )
-    im = ax.imshow(values, extent=d_extent, cmap=cmap, alpha=alpha, interpolation="nearest")
+    drawn = np.ma.filled(values.astype(np.float32), np.nan)
+    if full_mask is not None:  # limits over tissue, also when the background is drawn
+        drawn = np.where(full_mask[ds[0], ds[1]], drawn, np.nan)
+    lo, hi = _limits(drawn, vmin, vmax)
+    im = ax.imshow(values, extent=d_extent, cmap=cmap, alpha=alpha, interpolation="nearest", vmin=lo, vmax=hi)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="log1p normalised")
@@ -201,7 +258,25 @@ def expression_map(
     ax.set_title(title if title is not None else f"{section_name(sdata, image_key)} · {gene} (predicted)")
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
-    return _finish(fig, ax, show, return_fig)
+    return _finish(fig, ax, show, return_fig, save, f"expression_map_{gene}")
+
+
+def _table_mpp(sdata: SpatialData, table) -> tuple[float, str]:
+    """µm per unit of a table's ``obsm["spatial"]`` (its shapes' pixel size), or ``(1, "px")`` when unknown."""
+    region = table.uns.get("spatialdata_attrs", {}).get("region")
+    region = region[0] if isinstance(region, list) and len(region) == 1 else region
+    if isinstance(region, str) and region in sdata.shapes:
+        from spatialdata.transformations import get_transformation
+
+        from .._core._mpp import _isotropic_scale, is_micron_cs
+
+        for cs, t in get_transformation(sdata.shapes[region], get_all=True).items():
+            if is_micron_cs(cs):
+                try:
+                    return _isotropic_scale(t, f"Shapes {region!r}"), "µm"
+                except ValueError:
+                    break
+    return 1.0, "px"
 
 
 def compare(
@@ -213,9 +288,12 @@ def compare(
     model=None,
     layer: str | None = None,
     cmap: str = "viridis",
+    vmin: float | str | None = ROBUST_LIMITS[0],
+    vmax: float | str | None = ROBUST_LIMITS[1],
     size: float | None = None,
     ax: Sequence[Axes] | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
 ):
     """Measured vs predicted expression of one gene, side by side on the same footprints and colour scale.
@@ -236,11 +314,14 @@ def compare(
         Layer of ``truth`` with the counts.
     cmap
         Colour map shared by both panels.
+    vmin, vmax
+        The shared colour limits: numbers, percentiles of both panels' values (``"p1"``/``"p99"``, the default) or
+        ``None`` (minimum and maximum).
     size
         Marker size (default from the number of footprints).
     ax
         Two axes to draw the measured and the predicted panel into (default: a new figure).
-    show, return_fig
+    show, save, return_fig
         As in :func:`expression_map`.
 
     Returns
@@ -255,8 +336,10 @@ def compare(
     pi, ti = match_rows(pt, tt, pred, truth)
     p = np.asarray(pt[:, gene].X).ravel()[pi]
     t = normalize_counts(tt, recipe, layer=layer)[ti, recipe.genes.index(gene)]
-    xy = np.asarray(tt.obsm[C.SPATIAL_KEY])[ti]
-    vmin, vmax = np.nanmin([p.min(), t.min()]), np.nanmax([p.max(), t.max()])
+    xy = np.asarray(tt.obsm[C.SPATIAL_KEY], dtype=float)[ti]
+    umpp, unit = _table_mpp(sdata, tt)
+    xy = xy * umpp
+    lo, hi = _limits(np.concatenate([p, t]), vmin, vmax)
     if ax is None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True, layout="constrained")
     else:
@@ -267,14 +350,14 @@ def compare(
     s = size or max(2.0, 4000 / max(len(p), 1))
     r = np.corrcoef(p, t)[0, 1] if np.std(p) > 0 and np.std(t) > 0 else np.nan
     for a, v, title in ((axes[0], t, f"measured {gene}"), (axes[1], p, f"predicted {gene} (PCC {r:.2f})")):
-        sc_ = a.scatter(xy[:, 0], xy[:, 1], c=v, s=s, cmap=cmap, vmin=vmin, vmax=vmax, marker="s")
+        sc_ = a.scatter(xy[:, 0], xy[:, 1], c=v, s=s, cmap=cmap, vmin=lo, vmax=hi, marker="s")
         a.set_title(title)
         a.set_aspect("equal")
         a.invert_yaxis() if not a.yaxis_inverted() else None
-        a.set_xticks([])
-        a.set_yticks([])
+        a.set_xlabel(f"x ({unit})")
+    axes[0].set_ylabel(f"y ({unit})")
     fig.colorbar(sc_, ax=list(axes), fraction=0.03, shrink=0.85, label="log1p normalised")
-    return _finish(fig, axes, show, return_fig)
+    return _finish(fig, axes, show, return_fig, save, f"compare_{gene}")
 
 
 def gene_scores(
@@ -284,6 +367,7 @@ def gene_scores(
     bins: int = 30,
     ax: Axes | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
 ):
     """Histogram of per-gene PCC with PCC@F (first quartile), PCC@S (median) and PCC@M (mean) marked.
@@ -296,7 +380,7 @@ def gene_scores(
         Which section to draw (default: ``"pooled"`` when present, else the first).
     bins
         Histogram bins.
-    ax, show, return_fig
+    ax, show, save, return_fig
         As in :func:`expression_map`.
 
     Returns
@@ -322,4 +406,4 @@ def gene_scores(
         f"{section}: {len(ok)} genes" + (f" ({len(pcc) - len(ok)} constant)" if len(pcc) > len(ok) else "")
     )
     ax.legend(fontsize=8)
-    return _finish(fig, ax, show, return_fig)
+    return _finish(fig, ax, show, return_fig, save, f"gene_scores_{section}")
