@@ -70,9 +70,23 @@ def test_train_and_predict_a_baseline(tmp_path):
 
 
 def test_info_and_entry_point(tmp_path):
-    stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,)).write(
-        tmp_path / "s.zarr"
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    from spatialdata.models import Labels2DModel, TableModel
+
+    sdata = stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,))
+    sdata.labels["bins_raster"] = Labels2DModel.parse(
+        np.arange(1, 17, dtype=np.int32).reshape(4, 4), dims=("y", "x")
     )
+    obs = pd.DataFrame({"region": pd.Categorical(["bins_raster"] * 16), "bin": np.arange(1, 17)})
+    sdata.tables["raster_bins"] = TableModel.parse(
+        ad.AnnData(np.ones((16, 2), dtype=np.float32), obs=obs),
+        region="bins_raster",
+        region_key="region",
+        instance_key="bin",
+    )
+    sdata.write(tmp_path / "s.zarr")
     exe = shutil.which("stpredict")
     cmd = [exe] if exe else [sys.executable, "-m", "stpredict"]
     res = subprocess.run(
@@ -81,6 +95,8 @@ def test_info_and_entry_point(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "table  square_016um" in res.stdout and "µm/px" in res.stdout
     assert "counts" in res.stdout.split("table  square_016um")[1].splitlines()[0]
+    assert "labels bins_raster: 4 x 4 (y, x) int32" in res.stdout  # every element a table links to is listed
+    assert "linked to bins_raster" in res.stdout
     assert "no parent found" not in res.stderr  # ome-zarr's warning about labels is silenced
 
 

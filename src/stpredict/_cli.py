@@ -61,10 +61,15 @@ def summary(sdata: SpatialData) -> str:
         lines.append(
             f"image  {key}: {dims['c']} x {dims['y']} x {dims['x']} (c, y, x) {arr.dtype}, {mpp}{extent}"
         )
+    for key, el in sdata.labels.items():
+        arr = full_resolution(el)
+        dims = " x ".join(str(n) for n in arr.shape)
+        lines.append(f"labels {key}: {dims} ({', '.join(arr.dims)}) {arr.dtype} (a bin-id raster)")
     for key, gdf in sdata.shapes.items():
         lines.append(f"shapes {key}: {len(gdf)} footprints")
     for key, t in sdata.tables.items():
         region = t.uns.get("spatialdata_attrs", {}).get("region", "-")
+        region = ", ".join(map(str, region)) if isinstance(region, list | tuple) else str(region)
         lines.append(f"table  {key}: {t.n_obs} obs x {t.n_vars} genes, {_values(t)}, linked to {region}")
     return "\n".join(lines)
 

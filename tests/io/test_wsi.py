@@ -214,3 +214,18 @@ def test_openslide_backend_matches_tifffile(tmp_path, he):
     assert a.attrs["stpredict"]["slide"]["backend"] == "openslide"
     assert stp.pp.get_mpp(a, "a_full_image") == pytest.approx(0.5)
     np.testing.assert_array_equal(a["a_full_image"]["scale0"].image.transpose("y", "x", "c").values, he)
+
+
+def test_write_slide_takes_a_large_jpeg_itself(tmp_path, he, monkeypatch):
+    """A JPEG export goes straight to a pyramidal OME-TIFF, without the user lifting Pillow's size limit."""
+    jpg = tmp_path / "export.jpg"
+    Image.fromarray(he).save(jpg, quality=95)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", he.shape[0] * he.shape[1] // 4)  # "too large" for Pillow
+    with pytest.raises(ValueError, match=r"Pass `mpp=`.*scanner's value.*spot pitch"):
+        stp.datasets.write_slide(jpg, tmp_path / "nope.ome.tif")
+    out = stp.datasets.write_slide(jpg, tmp_path / "export.ome.tif", mpp=0.5)
+    info = stp.io.slide_info(out)
+    assert info.mpp == pytest.approx(0.5)
+    back = stp.io.read_wsi(out)
+    img = back.images[next(iter(back.images))]
+    assert img["scale0"].image.shape == (3, *he.shape[:2])

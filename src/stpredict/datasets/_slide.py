@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from spatialdata import SpatialData
 from .._core._image import default_image_key, full_resolution
 from .._core._mpp import get_mpp
 from .._core._validate import check_int, check_mpp_value
+from ..io._utils import load_rgb
 
 __all__ = ["write_slide"]
 
@@ -31,7 +33,7 @@ def _tiles(level: Any, tile: int) -> Iterator[np.ndarray]:
 
 
 def write_slide(
-    image: SpatialData | np.ndarray | Any,
+    image: SpatialData | np.ndarray | str | os.PathLike | Any,
     path: str | Path,
     *,
     mpp: float | None = None,
@@ -52,13 +54,16 @@ def write_slide(
     Parameters
     ----------
     image
-        A SpatialData (its H&E, ``image_key`` or the largest RGB image; ``mpp`` from it), a ``(y, x, 3)``
-        uint8 array, or a dask array of that shape (written a row of tiles at a time, so slides larger
-        than memory can be generated).
+        A SpatialData (its H&E, ``image_key`` or the largest RGB image; ``mpp`` from it), an image file (JPEG,
+        PNG or TIFF of any size: Pillow's decompression-bomb limit does not apply to H&E exports), a
+        ``(y, x, 3)`` uint8 array, or a dask array of that shape (written a row of tiles at a time, so slides
+        larger than memory can be generated).
     path
         The file to write (``.ome.tif`` by convention for OME-TIFF).
     mpp
-        Microns per pixel; required for arrays.
+        Microns per pixel; required for image files and arrays. A JPEG records none: read it from the scanner's
+        report (about 0.25 µm at 40x, 0.5 µm at 20x), or from a paired spatial section (the spot pitch in pixels:
+        :func:`stpredict.io.read_st` infers it from the 200 µm legacy-ST grid, Visium's 100 µm pitch likewise).
     image_key
         Which image of a SpatialData.
     ome
@@ -90,6 +95,14 @@ def write_slide(
         key = default_image_key(image) if image_key is None else image_key
         mpp = get_mpp(image, key) if mpp is None else mpp
         arr = full_resolution(image.images[key]).transpose("y", "x", "c").data
+    elif isinstance(image, str | os.PathLike):
+        if mpp is None:
+            raise ValueError(
+                f"Pass `mpp=` (microns per pixel) to write {str(image)!r} as a slide: an image file like this records "
+                "no pixel size. Use the scanner's value (about 0.25 at 40x, 0.5 at 20x) or the spot pitch of a "
+                "paired spatial section (`stpredict.io.read_st` logs the value it infers)."
+            )
+        arr, _ = load_rgb(image)
     else:
         arr = image
     if mpp is None:

@@ -544,8 +544,11 @@ def read_wsi(
         mpp, mpp_source = check_mpp_value(mpp), "given"
     elif info.mpp is None:
         raise ValueError(
-            f"{str(path)!r} does not record its pixel size ({info.mpp_source}). Pass `mpp=` with the scanner's "
-            "value in µm per pixel (about 0.25 at 40x and 0.5 at 20x; the scanner's slide info shows it)."
+            f"{str(path)!r} does not record its pixel size ({info.mpp_source}). Pass `mpp=` with the value in µm "
+            "per pixel: the scanner's (about 0.25 at 40x and 0.5 at 20x, times any downsampling of an export; the "
+            "scanner's slide info shows it), or the one `stpredict read-st` infers from the spot grid of a paired "
+            "spatial section of the same scan. `stpredict.datasets.write_slide(path, 'slide.ome.tif', mpp=...)` "
+            "then writes a copy that records it (README: H&E-only slides)."
         )
     else:
         mpp, mpp_source = check_mpp_value(info.mpp, f"pixel size of {path.name}"), info.mpp_source
