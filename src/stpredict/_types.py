@@ -15,6 +15,7 @@ __all__ = [
     "Resample",
     "TableWeighting",
     "TileMethod",
+    "Upsample",
     "check_choice",
 ]
 
@@ -33,6 +34,8 @@ PresetName = Literal["auto", "cpu", "cpu_spots", "paper"]
 OutActivation = Literal["identity", "softplus", "relu"]
 #: What the PixNet head predicts: log-normalised values (``"log"``) or log-rates of a count model (``"rate"``).
 MapSpace = Literal["log", "rate"]
+#: How PixNet's decoder doubles its grid: bilinear resize + 1×1 convolution, or the paper's 2×2 transposed convolution.
+Upsample = Literal["resize", "deconv"]
 #: How the losses of several supervising tables combine in a step.
 TableWeighting = Literal["pooled", "equal"]
 #: Learning-rate schedule of one training call.

@@ -144,14 +144,25 @@ def test_mask_skips_blocks_and_bad_grids_are_refused(nets):
 
 
 @pytest.mark.parametrize(
-    ("map_space", "n_genes"),
-    [("log", 4), ("log", 12), ("rate", 12)],  # 12 genes > 8 decoder channels: the head after the resize
+    ("map_space", "n_genes", "upsample"),
+    # 12 genes > 8 decoder channels: the head after the resize
+    [
+        ("log", 4, "deconv"),
+        ("log", 12, "deconv"),
+        ("rate", 12, "deconv"),
+        ("log", 4, "resize"),
+        ("rate", 12, "resize"),
+    ],
 )
-def test_decoding_only_the_block_equals_the_whole_window_cropped(map_space, n_genes):
+def test_decoding_only_the_block_equals_the_whole_window_cropped(map_space, n_genes, upsample):
     """The engine decodes only a window's block (``forward_region``): the same numbers as the forward, cropped."""
     torch.manual_seed(1)
     net = PixNetModule(
-        n_genes, encoder=Encoder("resnet18", out_indices=(0, 1, 2)), decoder_channels=8, map_space=map_space
+        n_genes,
+        encoder=Encoder("resnet18", out_indices=(0, 1, 2)),
+        decoder_channels=8,
+        map_space=map_space,
+        upsample=upsample,
     )
     net = net.eval()
     rng = np.random.default_rng(0)

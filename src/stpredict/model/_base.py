@@ -117,6 +117,8 @@ class BaseModel:
     dense: ClassVar[bool] = False
     module_class: ClassVar[type[torch.nn.Module]]
     module_args: ClassVar[tuple[str, ...]] = ()
+    #: Architecture arguments a checkpoint that predates them was built with (filled in when it is loaded).
+    legacy_architecture: ClassVar[Mapping[str, Any]] = {}
     presets: ClassVar[Mapping[str, Preset]] = {}
     default_batch_size: ClassVar[int] = 4
     _FORMAT: ClassVar[str] = ""
@@ -528,7 +530,7 @@ class BaseModel:
                 f"{path / _CONFIG} lacks the key(s) {missing}: it is not a complete stpredict checkpoint. Save the "
                 "model again with `model.save(path)`."
             )
-        arch = dict(config["architecture"])
+        arch = {**cls.legacy_architecture, **config["architecture"]}
         try:
             recipe = Recipe.from_dict(config["recipe"])
             model = cls(None, target_sum=recipe.target_sum, **arch)

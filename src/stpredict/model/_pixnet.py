@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from .._logging import logger
-from .._types import Coverage, MapSpace, OutActivation, TableWeighting, check_choice
+from .._types import Coverage, MapSpace, OutActivation, TableWeighting, Upsample, check_choice
 from ..module import PixNetModule
 from ..train import TilePlan, section_data
 from ._base import Preset, architecture
@@ -96,6 +96,11 @@ class PixNet(DenseModel, TrainedModel):
         their log1p; the map and every prediction are ``log1p`` of the rate, the same normalised units.
         Footprints of different sizes then ask the same map for consistent things (a 16 µm bin's rate
         is the mean of its 2 µm bins' rates), and a bin with one count weighs one count's worth.
+    upsample
+        How each decoder stage doubles its grid: ``"deconv"`` (default), the paper's 2×2 transposed
+        convolution, which can print a regular texture with the decoder's strides on the map (8 µm at 2 µm/px);
+        ``"resize"``, a 1×1 convolution and a bilinear ×2 resize, which cannot (test:
+        ``test_resize_upsampling_leaves_no_grid_in_the_map``).
     freeze_encoder
         Keep encoder weights fixed and cache encoder features of tiles during training.
     train_mpp
@@ -124,7 +129,9 @@ class PixNet(DenseModel, TrainedModel):
     key: ClassVar[str] = "pixnet"
     _FORMAT: ClassVar[str] = "stpredict-pixnet"
     module_class = PixNetModule
-    module_args = ("encoder", "decoder_channels", "expansion", "out_activation", "map_space")
+    module_args = ("encoder", "decoder_channels", "expansion", "out_activation", "map_space", "upsample")
+    #: Checkpoints written before ``upsample`` existed used the paper's transposed convolution.
+    legacy_architecture: ClassVar[Mapping[str, Any]] = {"upsample": "deconv"}
     train_options = PixNetTrainOptions
     default_batch_size = 4
     supports_distributed = True
@@ -154,6 +161,7 @@ class PixNet(DenseModel, TrainedModel):
         expansion: int = 2,
         out_activation: OutActivation = "identity",
         map_space: MapSpace = "log",
+        upsample: Upsample = "deconv",
         freeze_encoder: bool = False,
         train_mpp: float = 1.0,
         tile_size: int = 384,
@@ -161,6 +169,7 @@ class PixNet(DenseModel, TrainedModel):
     ) -> None:
         check_choice("out_activation", out_activation, OutActivation)
         check_choice("map_space", map_space, MapSpace)
+        check_choice("upsample", upsample, Upsample)
         if map_space == "rate" and out_activation != "identity":
             raise ValueError(
                 f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "

@@ -11,7 +11,7 @@ from .._settings import settings
 from ._aggregate import aggregate_map, bilinear_matrix, to_torch_sparse
 from ._encoder import Encoder, ViTPyramid, pretrained_available, random_init_message
 from ._linear_probe import LinearProbeModule
-from ._pixnet import DFFN, DecoderStage, LayerNorm2d, PixNetModule
+from ._pixnet import DFFN, DecoderStage, LayerNorm2d, PixNetModule, ResizeUp
 from ._spot_regressor import SpotRegressorModule
 
 settings._apply_n_jobs()  # torch is loaded now: give it the configured number of threads
@@ -23,6 +23,7 @@ __all__ = [
     "LayerNorm2d",
     "LinearProbeModule",
     "PixNetModule",
+    "ResizeUp",
     "SpotRegressorModule",
     "ViTPyramid",
     "aggregate_map",
