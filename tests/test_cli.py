@@ -243,12 +243,14 @@ def test_predict_a_slide_file_into_a_new_store(tmp_path, capsys):
     stp.datasets.synthetic(width_um=320, height_um=320, n_genes=4, seed=1, bins_um=(16,)).write(users)
     assert main([*argv, "--out", str(users), "--overwrite"]) == 2
     assert "square_016um" in sd.read_zarr(users).tables
-    # a run that fails puts back the store it was to replace: before writing (no such shapes file), and after
+    # a run that fails leaves the store it was to replace: a missing shapes file and a zero bin size are refused
+    # before anything is read or written, a wrong image key fails inside the prediction
     assert main([*argv, "--out", str(store), "--overwrite", "--shapes", str(tmp_path / "none.geojson")]) == 1
-    assert main([*argv, "--out", str(store), "--overwrite", "--bins", "0"]) == 1
+    assert main([*argv, "--out", str(store), "--overwrite", "--bins", "0"]) == 2
+    assert main([*argv, "--out", str(store), "--overwrite", "--image-key", "nope"]) == 1  # fails part-way
     assert "pixnet_square_016um" in sd.read_zarr(store).tables
     assert not list(tmp_path.glob(".*replaced"))
-    assert main([*argv, "--out", str(tmp_path / "new.zarr"), "--mpp", "-1"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "new.zarr"), "--mpp", "-1"]) == 2
     assert not (tmp_path / "new.zarr").exists()
     assert main(["-q", "predict", str(store), "--model", str(tmp_path / "model"), "--out", "x.zarr"]) == 2
 

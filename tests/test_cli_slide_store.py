@@ -271,7 +271,8 @@ def test_a_store_set_aside_by_an_older_version_is_put_back(slide, tmp_path, caps
     (store / "zarr.json").write_text(
         json.dumps({"zarr_format": 3, "node_type": "group", "attributes": partial.attrs})
     )
-    assert main([*argv, "--model", str(base / "m1"), "--out", str(store), "--overwrite", "--bins", "0"]) == 1
+    failing = ["--image-key", "nope"]  # fails inside the prediction, after the store was settled
+    assert main([*argv, "--model", str(base / "m1"), "--out", str(store), "--overwrite", *failing]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
     assert not (store / "s.zarr").exists() and not list(store.glob(".*replaced"))
     for k, v in _maps(store).items():

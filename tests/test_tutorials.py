@@ -21,7 +21,13 @@ def _generator():
 
 
 @pytest.mark.parametrize(
-    "name", ["one_model_every_scale.ipynb", "her2st_end_to_end.ipynb", "her2st_hne_only_slides.ipynb"]
+    "name",
+    [
+        "one_model_every_scale.ipynb",
+        "her2st_end_to_end.ipynb",
+        "her2st_hne_only_slides.ipynb",
+        "her2st_coarse_labels.ipynb",
+    ],
 )
 def test_tutorial_is_stored_executed_and_still_runs(name, monkeypatch, request):
     if name.startswith("her2st"):
