@@ -15,6 +15,7 @@ Writes the markdown table to stdout and to ``--out`` (plus a CSV next to it).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -67,7 +68,10 @@ def run_seed(seed: int, args) -> list[dict]:
     evals = {s: subset(sd, s, args.max_footprints, rng) for s, _ in SCALES}
     fit = {"max_epochs": args.epochs, "steps_per_epoch": args.steps, "seed": seed, "progress": False}
     rows = []
+    extra = {"PixNet": json.loads(args.pixnet_args), "SpotRegressor": {}}
     for method, name in (("PixNet", "pixnet"), ("SpotRegressor", "spot_regressor")):
+        if method not in args.methods:
+            continue
         t0 = time.perf_counter()
         model = stp.tl.train(
             sd,
@@ -77,6 +81,7 @@ def run_seed(seed: int, args) -> list[dict]:
             n_top_genes=args.genes,
             encoder=args.encoder,
             **fit,
+            **extra[method],
         )
         t_train = time.perf_counter() - t0
         for s, label in SCALES:
@@ -112,7 +117,7 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
     wide = []
     for scale in order:
         row = {"footprints (vs truth)": scale, "n (first seed)": int(n.loc[scale].iloc[0])}
-        for method in ("PixNet", "SpotRegressor"):
+        for method in args.methods:
             for m in ("PCC@S", "PCC@M", "MSE"):
                 mu, sd = agg.loc[(scale, method), (m, "mean")], agg.loc[(scale, method), (m, "std")]
                 row[f"{method} {m}"] = f"{mu:.3f} ± {sd:.3f}"
@@ -121,12 +126,13 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
     times = df.groupby("method", sort=False)[["train_s"]].mean()
+    mean_times = ", ".join(f"{m} {times.loc[m, 'train_s']:.0f} s" for m in args.methods)
+    pixnet = f" (PixNet {args.pixnet_args})" if args.pixnet_args != "{}" else ""
     head = (
         f"Synthetic slides ({args.width_um:g} × {args.height_um:g} µm, {args.genes} genes), seeds {', '.join(map(str, args.seeds))} "
         f"(mean ± SD over seeds); trained on 100 µm ST spots only, encoder {args.encoder} (random init), "
-        f"{args.epochs} × {args.steps} steps each; bins: random {args.max_footprints} tissue bins per size. "
-        f"Mean training time: PixNet {times.loc['PixNet', 'train_s']:.0f} s, SpotRegressor "
-        f"{times.loc['SpotRegressor', 'train_s']:.0f} s; total {total_s / 60:.1f} min.\n\n"
+        f"{args.epochs} × {args.steps} steps each{pixnet}; bins: random {args.max_footprints} tissue bins per size. "
+        f"Mean training time: {mean_times}; total {total_s / 60:.1f} min.\n\n"
     )
     return head + "\n".join(lines) + "\n"
 
@@ -141,8 +147,13 @@ def main() -> None:
     ap.add_argument("--width-um", type=float, default=1200.0)
     ap.add_argument("--height-um", type=float, default=1008.0)
     ap.add_argument("--max-footprints", type=int, default=2000, help="bins evaluated per size")
+    ap.add_argument(
+        "--pixnet-args", default="{}", help='PixNet tl.train arguments on top of the cpu preset, as JSON (e.g. \'{"upsample": "resize"}\')'
+    )
+    ap.add_argument("--methods", default="PixNet,SpotRegressor", help="which methods to run (comma-separated)")
     ap.add_argument("--out", default="benchmarks/results/cross_scale.md")
     args = ap.parse_args()
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
     rows = []

@@ -35,11 +35,11 @@ def recipe(args) -> dict[str, dict]:
     """The fixed training recipe per method (the `cpu` presets; same steps for the two trained networks).
 
     With ``--defaults``: nothing but the model's name — ``tl.train(sections, tables="spots", model=...)`` as a user
-    calls it, preset ``"auto"`` and every default (genes: its top 250).
+    calls it, preset ``"auto"`` and every default (genes: its top 250); ``--pixnet-args`` still apply to PixNet.
     """
     if args.defaults:
         return {
-            "PixNet": {"model": "pixnet"},
+            "PixNet": {"model": "pixnet", **json.loads(args.pixnet_args)},
             "SpotRegressor": {"model": "spot_regressor"},
             "LinearProbe": {"model": "linear_probe"},
         }
@@ -234,7 +234,8 @@ def to_markdown(df: pd.DataFrame, args, total_s: float) -> str:
         head = (
             f"HER2ST leave-one-section-out, sections {', '.join(args.sections)} (held out: {', '.join(args.folds)}); "
             "every model trained with `tl.train(sections, tables='spots', model=...)` and nothing else (preset 'auto', "
-            f"all defaults){'; then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
+            f"all defaults{'; PixNet with ' + args.pixnet_args if args.pixnet_args != '{}' else ''})"
+            f"{'; then the faster trained on to the slower one’s time (equal time)' if args.equal_time else ''}; "
             f"seed {args.seed}; torch threads {torch.get_num_threads()}; total {total_s / 60:.1f} min.\n\n"
         )
     return head + "\n".join(lines) + "\n"
