@@ -148,9 +148,13 @@ def main() -> None:
     ap.add_argument("--height-um", type=float, default=1008.0)
     ap.add_argument("--max-footprints", type=int, default=2000, help="bins evaluated per size")
     ap.add_argument(
-        "--pixnet-args", default="{}", help='PixNet tl.train arguments on top of the cpu preset, as JSON (e.g. \'{"upsample": "resize"}\')'
+        "--pixnet-args",
+        default="{}",
+        help='PixNet tl.train arguments on top of the cpu preset, as JSON (e.g. \'{"upsample": "resize"}\')',
     )
-    ap.add_argument("--methods", default="PixNet,SpotRegressor", help="which methods to run (comma-separated)")
+    ap.add_argument(
+        "--methods", default="PixNet,SpotRegressor", help="which methods to run (comma-separated)"
+    )
     ap.add_argument("--out", default="benchmarks/results/cross_scale.md")
     args = ap.parse_args()
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -181,9 +181,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    zarr_path = out / "synthetic.zarr"
-    if zarr_path.exists() and not args.overwrite:
-        raise UsageError(f"{zarr_path} exists; pass --overwrite to replace it.")
+    zarr_path = out / "synthetic.zarr"  # free unless --overwrite: checked by _precheck
     step("1/4 generating the synthetic slide (H&E + known dense expression) ...")
     # only the 8 µm truth bins are scored: the 2/16 µm ones (190 000 polygons) would only cost time
     sdata = datasets.synthetic(seed=args.seed, width_um=args.width_um, height_um=args.height_um, bins_um=(8,))
@@ -382,11 +380,7 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
     from . import io
     from ._core._store import recover_store, set_aside_path, store_elements, write_along
 
-    if not args.out:
-        raise UsageError(
-            f"{args.zarr} is a slide file: pass --out slide.zarr, the zarr store to write the predictions to."
-        )
-    out = Path(args.out)
+    out = Path(args.out)  # given: checked by _precheck
     _sweep_new_stores(out)
     if set_aside_path(out).exists():  # what a killed run of stpredict 0.1 left: settled first
         recover_store(out)

@@ -83,7 +83,10 @@ def test_predict_dense_reads_only_the_level_it_needs_and_matches_in_memory(slide
     # and the synthetic slide's own pyramid (levels rounded differently, by at most 1) nearly the same one
     ref = sd.SpatialData(images={"he": slide["synthetic_full_image"]})
     stp.tl.predict_dense(ref, model, bins_um=[16], progress=False)
-    np.testing.assert_allclose(got, ref["pixnet_dense"]["scale0"].image.values, atol=0.01)
+    want = ref["pixnet_dense"]["scale0"].image.values
+    on, on_ref = (got != 0).any(0), (want != 0).any(0)  # predicted pixels: the tissue mask of each pyramid
+    assert (on != on_ref).mean() < 1e-3  # the masks differ only by a few edge pixels
+    np.testing.assert_allclose(got[:, on & on_ref], want[:, on & on_ref], atol=0.01)
     assert sdata.tables["pixnet_square_016um"].n_obs == ref.tables["pixnet_square_016um"].n_obs
 
 

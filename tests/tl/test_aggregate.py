@@ -60,3 +60,29 @@ def test_errors_and_overwrite(syn):
         stp.tl.aggregate(syn, values="truth", by="nope")
     with pytest.raises(ValueError, match="how"):
         stp.tl.aggregate(syn, values="truth", by="synthetic_st_spots", how="median", key_added="x")
+
+
+def test_nan_pixels_are_left_out():
+    """NaN is no data: a footprint is the mean (or sum) of its finite pixels, and NaN only when none is left."""
+    import dask.array as da
+
+    from stpredict._core import Footprints, aggregate_footprints
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(2, 64, 64)).astype(np.float32)
+    holed = img.copy()
+    holed[:, :, :32] = np.nan  # the left half: no data
+    holed[1, 40:, :] = np.nan  # one channel also in the bottom rows
+    centres = np.array([[48.0, 16.0], [16.0, 16.0], [32.0, 16.0]])  # right, left, straddling
+    fp = Footprints(centres, radii=np.full(3, 6.0))
+    yy, xx = np.mgrid[:64, :64]
+    for values in (holed, da.from_array(holed, chunks=(2, 16, 16))):
+        for how in ("mean", "sum"):
+            got = aggregate_footprints(values, fp, how=how)
+            ref = aggregate_footprints(img, fp, how=how)
+            np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)  # all finite: unchanged
+            assert np.isnan(got[1]).all()  # nothing finite left
+            inside = np.hypot(xx + 0.5 - 32, yy + 0.5 - 16) <= 6
+            px = holed[:, inside & (xx >= 32)]
+            expect = px.mean(1) if how == "mean" else px.sum(1)
+            np.testing.assert_allclose(got[2], expect, rtol=1e-5)

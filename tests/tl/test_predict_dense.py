@@ -61,9 +61,12 @@ def test_writes_dense_map_bins_and_shape_tables(fresh, model):
     np.testing.assert_array_equal(t2.X, d[:, t2.obs["array_row"], t2.obs["array_col"]].T)
     for t, k in ((t8, 4), (t16, 8)):
         blocks = d[:, : d.shape[1] // k * k, : d.shape[2] // k * k]
+        # means over the predicted pixels (the rest is 0: not predicted)
+        n = (blocks != 0).any(0).reshape(d.shape[1] // k, k, d.shape[2] // k, k).sum((1, 3))
         blocks = (
-            blocks.reshape(d.shape[0], d.shape[1] // k, k, d.shape[2] // k, k).astype(np.float64).mean((2, 4))
+            blocks.reshape(d.shape[0], d.shape[1] // k, k, d.shape[2] // k, k).astype(np.float64).sum((2, 4))
         )
+        blocks = blocks / np.maximum(n, 1)
         np.testing.assert_allclose(
             t.X, blocks[:, t.obs["array_row"], t.obs["array_col"]].T, rtol=1e-6, atol=1e-6
         )
@@ -99,15 +102,42 @@ def test_agrees_with_model_predict_footprints(slide, model):
     assert np.abs(other - direct).max() < 0.02 * direct.std()
 
 
-def test_background_blocks_are_zero_and_get_no_bins(fresh, model):
-    stp.tl.predict_dense(fresh, model, bins_um=(16,), chunk_size=32, progress=False)
+def test_glass_is_not_predicted_and_gets_no_bins(fresh, model):
+    """Off the tissue the map is 0 (not predicted), bins only touch tissue, and named shapes are predicted whole."""
+    stp.tl.predict_dense(fresh, model, bins_um=(2, 16), chunk_size=32, progress=False)
     d = fresh["pixnet_dense"]["scale0"].image.values
     mask = stp.tl.tissue_mask(fresh, "he", d.shape[1:])
     assert 0.2 < mask.mean() < 0.95
-    assert np.all(d[:, :32, :32] == 0) and not mask[:32, :32].any()  # the corner is glass
-    t16 = fresh.tables["pixnet_square_016um"]
+    assert np.all(d[:, ~mask] == 0) and np.all(d[:, mask] != 0)
+    assert not mask[:32, :32].any()  # the corner is glass
+    # glass inside blocks that touch tissue is not predicted either (it was)
+    blocks = mask.reshape(8, 32, 10, 32).any((1, 3))
+    partial = np.kron(blocks, np.ones((32, 32), bool)) & ~mask
+    assert partial.sum() > 100
+    t2, t16 = fresh.tables["pixnet_square_002um"], fresh.tables["pixnet_square_016um"]
+    assert t2.n_obs == mask.sum()
     assert t16.n_obs < (d.shape[1] // 8) * (d.shape[2] // 8)
     assert mask.reshape(32, 8, 40, 8).any((1, 3))[t16.obs["array_row"], t16.obs["array_col"]].all()
+    # an edge bin is the mean of its tissue pixels, not of its glass
+    r, c = t16.obs["array_row"].to_numpy(), t16.obs["array_col"].to_numpy()
+    cover = mask.reshape(32, 8, 40, 8).mean((1, 3))[r, c]
+    assert ((cover > 0) & (cover < 1)).sum() > 10
+    for i in np.nonzero((cover > 0) & (cover < 1))[0][:10]:
+        px = d[:, r[i] * 8 : r[i] * 8 + 8, c[i] * 8 : c[i] * 8 + 8]
+        np.testing.assert_allclose(
+            t16.X[i], px[:, mask[r[i] * 8 : r[i] * 8 + 8, c[i] * 8 : c[i] * 8 + 8]].mean(1), rtol=1e-5
+        )
+    # named shapes on glass are predicted: none of their pixels is 0
+    stp.tl.predict_dense(
+        fresh, model, bins_um=(), shapes=["hd16"], chunk_size=32, key_added="s", progress=False
+    )
+    ds = fresh["s_dense"]["scale0"].image.values
+    assert np.all(ds[:, mask] == d[:, mask])  # the tissue is the same map
+    hd16 = stp.tl.aggregate(fresh, values="pixnet_dense", by="hd16", how="sum", key_added="zeros")
+    on_glass = (fresh.tables[hd16].X == 0).all(1)  # hd16 tiles the whole slide, glass too
+    assert on_glass.sum() > 10
+    X = fresh.tables["s_hd16"].X
+    assert np.all(X != 0) and np.isfinite(X).all() and fresh.tables["s_hd16"].n_obs == len(fresh["hd16"])
 
 
 def test_refuses_to_overwrite_and_writes_nothing(fresh, model):

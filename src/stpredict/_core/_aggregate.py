@@ -14,11 +14,13 @@ from ._footprints import Footprints, footprint_matrix
 __all__ = ["accumulate_blocks", "aggregate_footprints"]
 
 
-def accumulate_blocks(values: Any, A: sparse.spmatrix) -> np.ndarray:
-    """``A @ values.reshape(c, -1).T`` for a ``(c, y, x)`` NumPy or dask array, one chunk at a time.
+def accumulate_blocks(values: Any, A: sparse.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """``A @ values.reshape(c, -1).T`` for a ``(c, y, x)`` NumPy or dask array, one chunk at a time, skipping NaN.
 
     Only chunks that some row of ``A`` touches are computed, so a lazily computed map (the dense
-    engine's) is only evaluated where there are footprints; memory depends on the chunk size.
+    engine's) is only evaluated where there are footprints; memory depends on the chunk size. NaN pixels
+    (no data, e.g. a dense map off the tissue) count as absent: returns ``(sums, weights)``, both
+    ``(A.shape[0], c)`` float64, where ``weights`` is ``A``'s total weight on the finite pixels of each channel.
     """
     arr = (
         values if isinstance(values, da.Array) else da.from_array(np.asarray(values), chunks=(-1, 1024, 1024))
@@ -26,6 +28,7 @@ def accumulate_blocks(values: Any, A: sparse.spmatrix) -> np.ndarray:
     c, _h, w = arr.shape
     A = sparse.csc_matrix(A)
     out = np.zeros((A.shape[0], c), np.float64)
+    weights = np.zeros((A.shape[0], c), np.float64)
     ystarts = np.cumsum((0, *arr.chunks[1]))
     xstarts = np.cumsum((0, *arr.chunks[2]))
     for bi in range(len(arr.chunks[1])):
@@ -36,8 +39,14 @@ def accumulate_blocks(values: Any, A: sparse.spmatrix) -> np.ndarray:
             if sub.nnz == 0:
                 continue
             block = np.asarray(arr[:, y0:y1, x0:x1].compute(), dtype=np.float64).reshape(c, -1)
+            finite = np.isfinite(block)
+            if finite.all():
+                weights += np.asarray(sub.sum(1))
+            else:
+                block = np.where(finite, block, 0.0)
+                weights += sub @ finite.T.astype(np.float64)
             out += sub @ block.T
-    return out
+    return out, weights
 
 
 def aggregate_footprints(
@@ -45,14 +54,14 @@ def aggregate_footprints(
 ) -> np.ndarray:
     """Aggregate a ``(c, y, x)`` image over footprints given in its pixel grid: ``(len(fp), c)`` float64.
 
-    Footprints are clipped to the image; a footprint with no pixel on it is NaN.
+    Footprints are clipped to the image, and NaN pixels (no data) are left out; a footprint with no
+    finite pixel on it is NaN.
     """
     check_choice("how", how, Aggregation)
     h, w = values.shape[1:]
     A, _ = footprint_matrix(fp, (h, w), how="sum", coverage=coverage, require_inside=False)
-    sums = accumulate_blocks(values, A)
-    totals = np.asarray(A.sum(1)).ravel()
+    sums, weights = accumulate_blocks(values, A)
     if how == "mean":
-        sums /= np.maximum(totals, 1e-12)[:, None]
-    sums[totals == 0] = np.nan
+        sums /= np.maximum(weights, 1e-12)
+    sums[weights == 0] = np.nan
     return sums

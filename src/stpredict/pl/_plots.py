@@ -158,7 +158,8 @@ def expression_map(
         ``"tissue"`` (default): the bounding box of the tissue (:func:`stpredict.pp.tissue_mask`) with a small
         margin; ``(x0, y0, x1, y1)`` in µm from the image's top-left corner; ``None``: the whole image.
     mask_background
-        Hide the map outside the tissue mask (:func:`stpredict.pp.tissue_mask`).
+        Hide the map outside the tissue mask (:func:`stpredict.pp.tissue_mask`), where
+        :func:`stpredict.tl.predict_dense` predicts nothing (its no-data value, 0). NaN pixels are never drawn.
     title
         Axes title (default: the section and the gene, e.g. ``"C5 · ERBB2 (predicted)"``, the section named as in
         :func:`stpredict.tl.evaluate`).
@@ -227,6 +228,7 @@ def expression_map(
     rgb = np.moveaxis(np.asarray(he.data[:, hs[0], hs[1]]), 0, -1)
     ds = (slice(int(y0 / dmpp), int(np.ceil(y1 / dmpp))), slice(int(x0 / dmpp), int(np.ceil(x1 / dmpp))))
     values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
+    values = np.ma.masked_invalid(values)  # NaN: no data (off the tissue)
     if mask_background:
         values = np.ma.masked_where(~full_mask[ds[0], ds[1]], values)
     if ax is None:

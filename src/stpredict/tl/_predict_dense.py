@@ -30,6 +30,7 @@ from .._core import (
     full_resolution,
     section_name,
 )
+from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._validate import (
     check_int,
     check_model,
@@ -46,6 +47,10 @@ from ._aggregate import aggregate_table
 from ._records import prediction_record, values_text
 
 __all__ = ["predict_dense"]
+
+#: The dense map's value where nothing was predicted (off the tissue, outside ``tiles``): 0, so spatialdata-plot,
+#: which refuses NaN, draws it. Bins and named shapes never average over it.
+NO_DATA = 0.0
 
 
 def _scratch_codec():
@@ -84,6 +89,25 @@ def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformat
     return ShapesModel.parse(gdf, transformations=transformations)
 
 
+def _no_data(dense: da.Array, mask: np.ndarray) -> da.Array:
+    """The map with :data:`NO_DATA` wherever ``mask`` is False: glass and unselected tiles are not predicted."""
+    if mask.all():
+        return dense
+    on = da.from_array(mask, chunks=dense.chunks[1:], name=f"stpredict-mask-{uuid.uuid4().hex}")
+    return da.where(on[None], dense, np.float32(NO_DATA))
+
+
+def _shapes_mask(
+    sdata: sd.SpatialData, shapes: str, image_key: str, shape: tuple[int, int], f_out: float
+) -> np.ndarray:
+    """Map pixels (``shape``, ``f_out`` H&E px each) whose centres lie in a shape of ``shapes``."""
+    fp = shapes_footprints(sdata, shapes, image_key).affine(np.diag([1 / f_out, 1 / f_out, 1.0]))
+    A, _ = footprint_matrix(fp, shape, how="sum", coverage="center", require_inside=False)
+    out = np.zeros(shape[0] * shape[1], bool)
+    out[A.indices] = True
+    return out.reshape(shape)
+
+
 def _bin_grid(mask: np.ndarray, k: int) -> np.ndarray | None:
     """Which k × k bins of the map grid touch the mask: a ``(Hd // k, Wd // k)`` boolean array (``None``: no bin)."""
     Hk, Wk = mask.shape[0] // k, mask.shape[1] // k
@@ -101,8 +125,13 @@ def _take_bins(block: np.ndarray, on: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block[:, on].T, dtype=np.float32)
 
 
-def _bins(dense: da.Array, on: np.ndarray, k: int) -> tuple[da.Array, np.ndarray, np.ndarray]:
+def _bins(
+    dense: da.Array, on: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[da.Array, np.ndarray, np.ndarray]:
     """Lazy mean of ``dense`` over the k × k bins where ``on``: ``(X bins × genes, rows, cols)``.
+
+    With ``mask`` (the map pixels that hold data; the map is 0 elsewhere) a bin is the mean of its pixels in the
+    mask, so a bin at the tissue's edge is the mean of its tissue pixels.
 
     Bins are ordered block by block of the binned map (blocks of ``_bin_block(n_genes)`` bins a side, row-major
     inside a block and between blocks), so each part of ``X`` comes from one block of about 64 MB: nothing larger
@@ -111,7 +140,14 @@ def _bins(dense: da.Array, on: np.ndarray, k: int) -> tuple[da.Array, np.ndarray
     n_genes = dense.shape[0]
     Hk, Wk = on.shape
     side = _bin_block(n_genes)
-    binned = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k).mean(axis=(2, 4))
+    blocks = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k)
+    if k == 1:
+        binned = blocks[:, :, 0, :, 0]
+    elif mask is None or mask.all():
+        binned = blocks.mean(axis=(2, 4))
+    else:  # the mean over the pixels with data: the others are 0, so it is the sum over the bin / their number
+        n = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).sum(axis=(1, 3), dtype=np.float32)
+        binned = blocks.sum(axis=(2, 4), dtype=np.float32) / np.maximum(n, 1)[None]
     binned = binned.rechunk((n_genes, side, side))
     parts, rows, cols = [], [], []
     ys = np.cumsum((0, *binned.chunks[1]))
@@ -238,14 +274,18 @@ def predict_dense(
     {chunk_size}
     {margin}
     tissue
-        Skip blocks without tissue (Otsu on colour saturation, :func:`stpredict.pp.tissue_mask`); their
-        map is **0** (no tissue, no expression) and they get no bins.
+        Predict the tissue only (Otsu on colour saturation, :func:`stpredict.pp.tissue_mask`): map pixels off
+        the tissue are not predicted and hold **0**, the no-data value (:func:`stpredict.pl.expression_map`
+        leaves them transparent), blocks without tissue never run the network, and bins are written only where
+        they touch tissue; a bin at the tissue's edge is the mean of its tissue pixels. The shapes named in
+        ``shapes`` are predicted whole, also where they lie on glass. ``False`` predicts every pixel.
     tissue_threshold
         Fixed saturation threshold in [0, 1] instead of Otsu's.
     tiles
         A shapes element of selected tiles, e.g. from :func:`stpredict.pp.select_tiles` (Shannon or
         Otsu selection): only blocks that overlap a selected tile are predicted and only the map
-        pixels inside selected tiles get bins; this replaces the ``tissue`` mask.
+        pixels inside selected tiles are predicted and get bins (the rest is 0); this replaces the
+        ``tissue`` mask.
     max_in_memory
         Bin tables with more values than this (bins × genes) keep ``X`` as a dask array read from the
         dense map instead of loading it into memory (a whole Visium HD area at 2 µm is ~1e7 × 250).
@@ -259,7 +299,7 @@ def predict_dense(
     Names of the elements added, in the order they were written:
 
     - ``images[f"{{key_added}}_dense"]``: ``(c=genes, y, x)`` float32 at ``out_mpp``, multiscale,
-      placed on the H&E in every coordinate system the H&E has;
+      placed on the H&E in every coordinate system the H&E has; 0 (not predicted) off the tissue;
     - for each bin size ``b``: ``tables[f"{{key_added}}_square_00bum"]`` (``X`` = predicted expression,
       ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels) linked to
       ``shapes[f"{{key_added}}_square_00bum_shapes"]`` (squares in H&E pixels), or with ``bins_as="labels"`` to
@@ -339,6 +379,8 @@ def predict_dense(
         mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
     else:
         mask = np.ones((Hd, Wd), bool)
+    for s in shapes:  # the shapes a user names are predicted whole, on glass too
+        mask |= _shapes_mask(sdata, s, image_key, (Hd, Wd), f_out)
     if not mask.any():
         raise ValueError(
             f"No tissue found in image {image_key!r}: "
@@ -364,11 +406,11 @@ def predict_dense(
         ),
     }
     outside = (
-        f"map pixels outside the tiles {tiles!r} are 0"
+        f"map pixels outside the tiles {tiles!r} are 0 (not predicted)"
         if tiles is not None
-        else "map pixels in blocks without tissue are 0"
+        else "map pixels off the tissue are 0 (not predicted)"
         if tissue
-        else "every block is predicted"
+        else "every pixel is predicted"
     )
     img_ts = get_transformation(el, get_all=True)
     lazy_tables: dict[
@@ -376,7 +418,7 @@ def predict_dense(
     ] = {}  # table name -> (bins on the grid, bin size in map px)
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
-        dense = engine.to_dask(mask)
+        dense = _no_data(engine.to_dask(mask), mask)
         store = writer.scratch / "dense.zarr"
         logger.info(
             f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({dense.numblocks[1] * dense.numblocks[2]} "
@@ -406,7 +448,7 @@ def predict_dense(
             if on is None:
                 logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
                 continue
-            X, rows, cols = _bins(dense, on, k)
+            X, rows, cols = _bins(dense, on, k, mask)
             as_labels = bins_as == "labels" or (bins_as == "auto" and len(rows) > C.MAX_BIN_SHAPES)
             region = f"{table_name}_{'labels' if as_labels else 'shapes'}"
             if X.size <= max_in_memory:
@@ -471,6 +513,6 @@ def predict_dense(
     if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata
         dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
         for name, (on, k) in lazy_tables.items():
-            sdata.tables[name].X = _bins(dense, on, k)[0]
+            sdata.tables[name].X = _bins(dense, on, k, mask)[0]
     logger.info(f"Added {added}.")
     return added
