@@ -10,6 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# the benchmark scripts end to end: minutes each, so behind the `slow` marker (CI runs them: `pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -91,6 +91,7 @@ def test_readme_quick_start_runs(small_training, tmp_path, monkeypatch):
     assert "pixnet_dense" in ns["sdata"].images
 
 
+@pytest.mark.slow  # the HER2ST blocks train and predict real sections: minutes
 def test_readme_runs_top_to_bottom(small_training, tmp_path, monkeypatch, request):
     """Every Python block, in order, in one namespace (needs the HER2ST sections)."""
     her2st_dir = request.getfixturevalue("her2st_dir")

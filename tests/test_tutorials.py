@@ -10,6 +10,9 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
+# every tutorial run top to bottom: minutes each, so behind the `slow` marker (CI runs them: `pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
 
