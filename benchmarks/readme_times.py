@@ -79,7 +79,7 @@ def commands(item: str, data_dir: str, work: Path) -> tuple[list[str], str]:
         return [py, "-c", _timed_python(code)], "README quick start (python block 1)"
     if item == "her2st":
         code = next(b for b in blocks if '"path/to/her2st"' in b)
-        code = code.replace('"path/to/her2st"', repr(str(Path(data_dir).resolve())))
+        code = "import stpredict as stp\n" + code.replace('"path/to/her2st"', repr(str(Path(data_dir).resolve())))
         return [py, "-c", _timed_python(code)], "README HER2ST block (python block 2)"
     if item == "tests":
         return [py, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider"], "pytest -n auto"
@@ -140,7 +140,7 @@ def to_markdown(df: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for (item, commit), g in df.groupby(["item", "commit"], sort=False):
-        walls = " / ".join(f"{w:.0f}" for w in g["wall_s"])
+        walls = " / ".join(f"{w:.0f}" if w >= 10 else f"{w:.1f}" for w in g["wall_s"])
         rss = f"{g['peak_rss_mib'].max():.0f}"
         detail = g["detail"].dropna().astype(str)
         detail = detail.iloc[-1] if len(detail) else ""

@@ -136,7 +136,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
 
 
 #: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
-DEMO_TIME = "about 1.5 minutes on 2 CPU cores"
+DEMO_TIME = "about 1 minute on 2 CPU cores"
 
 
 def _demo_png(sdata: SpatialData, gene: str, path: Path, *, pred: str, truth: str) -> None:
