@@ -95,7 +95,13 @@ def test_info_and_entry_point(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "table  square_016um" in res.stdout and "µm/px" in res.stdout
     assert "counts" in res.stdout.split("table  square_016um")[1].splitlines()[0]
-    assert "labels bins_raster: 4 x 4 (y, x) int32" in res.stdout  # every element a table links to is listed
+    assert (
+        "labels bins_raster: 4 x 4 (y, x) int32 (a bin-id raster" in res.stdout
+    )  # every element a table links to
+    assert (
+        "labels synthetic_domains: " in res.stdout
+        and "int32 (a bin-id" not in res.stdout.split("synthetic_domains")[1].splitlines()[0]
+    )
     assert "linked to bins_raster" in res.stdout
     assert "no parent found" not in res.stderr  # ome-zarr's warning about labels is silenced
 

@@ -61,10 +61,15 @@ def summary(sdata: SpatialData) -> str:
         lines.append(
             f"image  {key}: {dims['c']} x {dims['y']} x {dims['x']} (c, y, x) {arr.dtype}, {mpp}{extent}"
         )
+    annotated = set()
+    for t in sdata.tables.values():
+        region = t.uns.get("spatialdata_attrs", {}).get("region")
+        annotated |= set(region) if isinstance(region, list | tuple) else {region}
     for key, el in sdata.labels.items():
         arr = full_resolution(el)
         dims = " x ".join(str(n) for n in arr.shape)
-        lines.append(f"labels {key}: {dims} ({', '.join(arr.dims)}) {arr.dtype} (a bin-id raster)")
+        what = " (a bin-id raster: a table's footprints)" if key in annotated else ""
+        lines.append(f"labels {key}: {dims} ({', '.join(arr.dims)}) {arr.dtype}{what}")
     for key, gdf in sdata.shapes.items():
         lines.append(f"shapes {key}: {len(gdf)} footprints")
     for key, t in sdata.tables.items():
