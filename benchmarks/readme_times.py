@@ -79,7 +79,9 @@ def commands(item: str, data_dir: str, work: Path) -> tuple[list[str], str]:
         return [py, "-c", _timed_python(code)], "README quick start (python block 1)"
     if item == "her2st":
         code = next(b for b in blocks if '"path/to/her2st"' in b)
-        code = "import stpredict as stp\n" + code.replace('"path/to/her2st"', repr(str(Path(data_dir).resolve())))
+        code = "import stpredict as stp\n" + code.replace(
+            '"path/to/her2st"', repr(str(Path(data_dir).resolve()))
+        )
         return [py, "-c", _timed_python(code)], "README HER2ST block (python block 2)"
     if item == "tests":
         return [py, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider"], "pytest -n auto"
