@@ -126,11 +126,11 @@ def _take_bins(block: np.ndarray, on: np.ndarray) -> np.ndarray:
 
 
 def _bins(
-    dense: da.Array, on: np.ndarray, k: int, mask: np.ndarray | None = None
+    dense: da.Array, on: np.ndarray, k: int, mask: np.ndarray
 ) -> tuple[da.Array, np.ndarray, np.ndarray]:
     """Lazy mean of ``dense`` over the k × k bins where ``on``: ``(X bins × genes, rows, cols)``.
 
-    With ``mask`` (the map pixels that hold data; the map is 0 elsewhere) a bin is the mean of its pixels in the
+    ``mask`` is the map pixels that hold data (the map is 0 elsewhere): a bin is the mean of its pixels in the
     mask, so a bin at the tissue's edge is the mean of its tissue pixels.
 
     Bins are ordered block by block of the binned map (blocks of ``_bin_block(n_genes)`` bins a side, row-major
@@ -143,7 +143,7 @@ def _bins(
     blocks = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k)
     if k == 1:
         binned = blocks[:, :, 0, :, 0]
-    elif mask is None or mask.all():
+    elif mask.all():
         binned = blocks.mean(axis=(2, 4))
     else:  # the mean over the pixels with data: the others are 0, so it is the sum over the bin / their number
         n = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).sum(axis=(1, 3), dtype=np.float32)
@@ -379,7 +379,7 @@ def predict_dense(
         mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
     else:
         mask = np.ones((Hd, Wd), bool)
-    for s in shapes:  # the shapes a user names are predicted whole, on glass too
+    for s in shapes if not mask.all() else ():  # the shapes a user names are predicted whole, on glass too
         mask |= _shapes_mask(sdata, s, image_key, (Hd, Wd), f_out)
     if not mask.any():
         raise ValueError(
