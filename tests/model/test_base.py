@@ -76,7 +76,7 @@ def test_checkpoint_stores_constructor_arguments_and_rebuilds(tmp_path):
         "expansion": 2,
         "out_activation": "identity",
         "map_space": "log",
-        "upsample": "deconv",
+        "upsample": "resize",
         "freeze_encoder": False,
         "train_mpp": 2.0,
         "tile_size": 64,

@@ -73,13 +73,16 @@ def test_save_load_predicts_identically(tmp_path, slide, trained):
     )
     with pytest.raises(FileExistsError, match="overwrite=True"):
         trained.save(path)
+    assert cfg["architecture"]["upsample"] == "resize"  # the default
     # a checkpoint written before `upsample` existed was built with the paper's transposed convolution
-    assert cfg["architecture"]["upsample"] == "deconv"
+    deconv = PixNet(**SMALL, upsample="deconv").train(slide, tables="st_spots", n_top_genes=12, **FIT)
+    path = deconv.save(tmp_path / "old")
+    cfg = json.loads((path / "config.json").read_text())
     del cfg["architecture"]["upsample"]
     (path / "config.json").write_text(json.dumps(cfg))
     old = PixNet.load(path)
     assert old.config["upsample"] == "deconv"
-    np.testing.assert_array_equal(old.predict(img), trained.predict(img))
+    np.testing.assert_array_equal(old.predict(img), deconv.predict(img))
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path, trained):

@@ -97,10 +97,11 @@ class PixNet(DenseModel, TrainedModel):
         Footprints of different sizes then ask the same map for consistent things (a 16 µm bin's rate
         is the mean of its 2 µm bins' rates), and a bin with one count weighs one count's worth.
     upsample
-        How each decoder stage doubles its grid: ``"deconv"`` (default), the paper's 2×2 transposed
-        convolution, which can print a regular texture with the decoder's strides on the map (8 µm at 2 µm/px);
-        ``"resize"``, a 1×1 convolution and a bilinear ×2 resize, which cannot (test:
-        ``test_resize_upsampling_leaves_no_grid_in_the_map``).
+        How each decoder stage doubles its grid: ``"resize"`` (default), a 1×1 convolution and a bilinear
+        ×2 resize, which prints no texture on the map (test: ``test_resize_upsampling_leaves_no_grid_in_the_map``);
+        ``"deconv"``, the paper's 2×2 transposed convolution, which can print a regular texture with the
+        decoder's strides on the map (8 µm at 2 µm/px). Checkpoints saved before this option existed load
+        as ``"deconv"``.
     freeze_encoder
         Keep encoder weights fixed and cache encoder features of tiles during training.
     train_mpp
@@ -161,7 +162,7 @@ class PixNet(DenseModel, TrainedModel):
         expansion: int = 2,
         out_activation: OutActivation = "identity",
         map_space: MapSpace = "log",
-        upsample: Upsample = "deconv",
+        upsample: Upsample = "resize",
         freeze_encoder: bool = False,
         train_mpp: float = 1.0,
         tile_size: int = 384,

@@ -71,7 +71,7 @@ class DecoderStage(nn.Module):
         skip_channels: int,
         out_channels: int,
         expansion: int = 2,
-        upsample: Upsample = "deconv",
+        upsample: Upsample = "resize",
     ) -> None:
         super().__init__()
         check_choice("upsample", upsample, Upsample)
@@ -119,9 +119,9 @@ class PixNetModule(nn.Module):
         the mean of ``ρ`` over it, so the rates of nested footprints agree (trained with a count
         likelihood, see :mod:`stpredict.train`). Needs ``out_activation="identity"``.
     upsample
-        How each decoder stage doubles its grid: ``"deconv"``, the paper's 2×2 transposed convolution, or
-        ``"resize"``, a 1×1 convolution and a bilinear ×2 resize (:class:`ResizeUp`), which prints no grid
-        texture on the map.
+        How each decoder stage doubles its grid: ``"resize"`` (default), a 1×1 convolution and a bilinear
+        ×2 resize (:class:`ResizeUp`), which prints no grid texture on the map, or ``"deconv"``, the paper's
+        2×2 transposed convolution.
     pretrained, encoder_weights
         Passed to :class:`Encoder`.
     encoder_kwargs
@@ -138,7 +138,7 @@ class PixNetModule(nn.Module):
         expansion: int = 2,
         out_activation: OutActivation = "identity",
         map_space: MapSpace = "log",
-        upsample: Upsample = "deconv",
+        upsample: Upsample = "resize",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
         encoder_kwargs: Mapping[str, Any] | None = None,
