@@ -22,6 +22,7 @@ noisy machine moves numerator and denominator together.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import subprocess
@@ -103,6 +104,20 @@ def time_encoder(engine, blocks: list[tuple[int, int, int, int]]) -> _Clock:
     return clock
 
 
+def time_forward(engine, blocks: list[tuple[int, int, int, int]]) -> _Clock:
+    """Seconds of the model's own forward pass over the tissue blocks: the network as ``predict_dense`` runs it
+    (each block with its context margin; encoder, decoder, head and the final resize), nothing kept or written."""
+    import dask
+
+    with _Clock() as clock, engine.running("cpu"):
+        dask.compute(*[dask.delayed(_discard)(engine, *b) for b in blocks])
+    return clock
+
+
+def _discard(engine, y0: int, y1: int, x0: int, x1: int) -> None:
+    engine.run_block(y0, y1, x0, x1)
+
+
 def time_map(engine, mask: np.ndarray, store: Path) -> _Clock:
     """Seconds to stream the dense map of the tissue blocks to a zarr store (``predict_dense``'s first step)."""
     import dask
@@ -135,6 +150,14 @@ def main() -> None:
         "--bins", type=int, nargs="*", default=None, help="bins_um of predict_dense (default: its own)"
     )
     ap.add_argument("--skip-predict", action="store_true", help="time encoder and map only")
+    ap.add_argument(
+        "--skip-map", action="store_true", help="do not time the map streamed to zarr through engine.to_dask"
+    )
+    ap.add_argument(
+        "--predict-args",
+        default="{}",
+        help='more tl.predict_dense arguments as JSON, e.g. \'{"dtype": "float16"}\'',
+    )
     ap.add_argument(
         "--full-decoder",
         action="store_true",
@@ -186,10 +209,9 @@ def main() -> None:
                 engine, mask, blocks = engines[c]
                 # the encoder is the short run, the most exposed to a busy machine: the median of three
                 enc = sorted((time_encoder(engine, blocks) for _ in range(3)), key=lambda k: k.wall)[1]
-                runs = {
-                    "encoder": enc,
-                    "map": time_map(engine, mask, Path(wd) / "map.zarr"),
-                }
+                runs = {"encoder": enc, "forward": time_forward(engine, blocks)}
+                if not args.skip_map:
+                    runs["map"] = time_map(engine, mask, Path(wd) / "map.zarr")
                 if args.full_decoder:  # the module's forward over the whole window, cropped afterwards
                     engine.module.forward_region = None
                     try:
@@ -206,6 +228,7 @@ def main() -> None:
                             overwrite=True,
                             progress=False,
                             **({} if args.bins is None else {"bins_um": args.bins}),
+                            **json.loads(args.predict_args),
                         )
                 row = {
                     "repeat": rep,
@@ -220,6 +243,9 @@ def main() -> None:
                     if k != "encoder":
                         row[f"{k}_ratio"] = clock.wall / runs["encoder"].wall
                         row[f"{k}_cpu_ratio"] = clock.cpu / runs["encoder"].cpu
+                    if k not in ("encoder", "forward"):
+                        row[f"{k}_fwd_ratio"] = clock.wall / runs["forward"].wall
+                        row[f"{k}_fwd_cpu_ratio"] = clock.cpu / runs["forward"].cpu
                 rows.append(row)
                 print(
                     f"[{rep}] chunk {c}: "
@@ -245,23 +271,24 @@ def main() -> None:
     }
     md = (
         f"Slide {args.size}² px at 0.5 µm/px, map at 2 µm, default-preset PixNet ({args.genes} genes); "
-        f"median of {args.repeats} interleaved repeats (ratios taken within a repeat). Wall / CPU seconds (CPU: "
-        f"user + system of all threads of the process). Machine: {machine}; {_commit()}.\n\n"
-        "| block (map px) | margin | windows / blocks (px) | encoder (s) | "
+        f"predict_dense arguments {args.predict_args}; median of {args.repeats} interleaved repeats (ratios taken "
+        "within a repeat). Wall / CPU seconds (CPU: user + system of all threads of the process); forward = the "
+        f"network over the tissue blocks, nothing written. Machine: {machine}; {_commit()}.\n\n"
+        "| block (map px) | margin | windows / blocks (px) | encoder (s) | forward (s) | "
         + " | ".join(f"{names[k]} (s)" for k in kinds)
-        + " | "
-        + " | ".join(f"{names[k]} / encoder" for k in kinds)
+        + " | forward / encoder | "
+        + " | ".join(f"{names[k]} / forward" for k in kinds)
         + " |\n|"
-        + "---|" * (4 + 2 * len(kinds))
+        + "---|" * (6 + 2 * len(kinds))
         + "\n"
     )
     for r in med.to_dict("records"):
         md += (
             f"| {r['chunk_size']} | {r['margin']} | {r['window_over_block_px']:.2f} | "
-            f"{r['encoder_s']:.1f} / {r['encoder_cpu_s']:.1f} | "
+            f"{r['encoder_s']:.1f} / {r['encoder_cpu_s']:.1f} | {r['forward_s']:.1f} / {r['forward_cpu_s']:.1f} | "
             + " | ".join(f"{r[f'{k}_s']:.1f} / {r[f'{k}_cpu_s']:.1f}" for k in kinds)
-            + " | "
-            + " | ".join(f"{r[f'{k}_ratio']:.2f} / {r[f'{k}_cpu_ratio']:.2f}" for k in kinds)
+            + f" | {r['forward_ratio']:.2f} / {r['forward_cpu_ratio']:.2f} | "
+            + " | ".join(f"{r[f'{k}_fwd_ratio']:.2f} / {r[f'{k}_fwd_cpu_ratio']:.2f}" for k in kinds)
             + " |\n"
         )
     write_results(df, md, args.out)

@@ -89,6 +89,10 @@ def _values(table) -> str:
         return "empty"
     X = table.X
     rec = table.uns.get(UNS_KEY, {})
+    if X is None and isinstance(rec, dict) and isinstance(rec.get("X"), dict):
+        return f"predicted log1p-normalised values: the pixels of the map {rec['X'].get('map')!r} (not stored twice)"
+    if X is None:
+        return "no X"
     if isinstance(rec, dict) and "recipe" in rec:
         return f"predicted log1p-normalised values (mean {float(np.asarray(X.mean())):.3g})"
     sample = X[: min(table.n_obs, 1000)]

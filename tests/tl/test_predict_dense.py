@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import spatialdata as sd
 from spatialdata.models import Image2DModel
-from spatialdata.transformations import get_transformation
+from spatialdata.transformations import Identity, get_transformation
 
 import stpredict as stp
 from stpredict.model import PixNet
@@ -35,11 +37,22 @@ def fresh(slide):
     )
 
 
+def _check_bin_means(t, d: np.ndarray, k: int, tol: float) -> None:
+    """The table's X is the mean of the map ``d`` over each k × k bin's predicted pixels (the rest is 0)."""
+    blocks = d[:, : d.shape[1] // k * k, : d.shape[2] // k * k]
+    n = (blocks != 0).any(0).reshape(d.shape[1] // k, k, d.shape[2] // k, k).sum((1, 3))
+    blocks = blocks.reshape(d.shape[0], d.shape[1] // k, k, d.shape[2] // k, k).astype(np.float64).sum((2, 4))
+    blocks = blocks / np.maximum(n, 1)
+    np.testing.assert_allclose(
+        np.asarray(t.X), blocks[:, t.obs["array_row"], t.obs["array_col"]].T, rtol=tol, atol=tol
+    )
+
+
 def test_writes_dense_map_bins_and_shape_tables(fresh, model):
     names = stp.tl.predict_dense(fresh, model, shapes=["visium", "hd16"], chunk_size=96, progress=False)
     assert names == [
         "pixnet_dense",
-        "pixnet_square_002um_shapes", "pixnet_square_002um",
+        "pixnet_square_002um_labels", "pixnet_square_002um",
         "pixnet_square_008um_shapes", "pixnet_square_008um",
         "pixnet_square_016um_shapes", "pixnet_square_016um",
         "pixnet_visium", "pixnet_hd16",
@@ -56,20 +69,17 @@ def test_writes_dense_map_bins_and_shape_tables(fresh, model):
     assert stp.pp.get_mpp(fresh, "pixnet_dense") == pytest.approx(2.0)
 
     d = dense.values
+    # level 1: the 2 × 2 means of the map, written by each block's task
+    lvl1 = el["scale1"].image.values
+    h, w = lvl1.shape[1:]
+    np.testing.assert_allclose(
+        lvl1, d[:, : 2 * h, : 2 * w].reshape(-1, h, 2, w, 2).mean((2, 4)), rtol=1e-5, atol=1e-6
+    )
     t2, t8, t16 = (fresh.tables[f"pixnet_square_{b:03d}um"] for b in (2, 8, 16))
-    # 2 µm bins are the map's pixels; 8 and 16 µm bins are exact means of them
-    np.testing.assert_array_equal(t2.X, d[:, t2.obs["array_row"], t2.obs["array_col"]].T)
+    # 2 µm bins are the map's pixels (X read from the map, not a copy); 8 and 16 µm bins are exact means of them
+    np.testing.assert_array_equal(np.asarray(t2.X), d[:, t2.obs["array_row"], t2.obs["array_col"]].T)
     for t, k in ((t8, 4), (t16, 8)):
-        blocks = d[:, : d.shape[1] // k * k, : d.shape[2] // k * k]
-        # means over the predicted pixels (the rest is 0: not predicted)
-        n = (blocks != 0).any(0).reshape(d.shape[1] // k, k, d.shape[2] // k, k).sum((1, 3))
-        blocks = (
-            blocks.reshape(d.shape[0], d.shape[1] // k, k, d.shape[2] // k, k).astype(np.float64).sum((2, 4))
-        )
-        blocks = blocks / np.maximum(n, 1)
-        np.testing.assert_allclose(
-            t.X, blocks[:, t.obs["array_row"], t.obs["array_col"]].T, rtol=1e-6, atol=1e-6
-        )
+        _check_bin_means(t, d, k, tol=1e-6)
         assert t.uns["spatialdata_attrs"]["region"] == f"pixnet_square_{2 * k:03d}um_shapes"
         assert t.uns["stpredict"]["out_mpp"] == 2.0 and t.uns["stpredict"]["model_genes"] == model.genes
         c = fresh[f"pixnet_square_{2 * k:03d}um_shapes"].geometry.centroid
@@ -83,6 +93,39 @@ def test_writes_dense_map_bins_and_shape_tables(fresh, model):
         inside = np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) <= spots.radius.iloc[i] / 4
         np.testing.assert_allclose(tv.X[i], d[:, inside].mean(1), rtol=1e-5)
     assert tv.uns["spatialdata_attrs"]["region"] == "visium"
+
+
+def test_bins_from_every_path_and_a_float16_map(tmp_path, slide, model):
+    """Bins reduced in the pass (in memory or as parts on disk) or from the stored map agree; float16 maps are close.
+
+    With blocks of 128 map px the 8 µm bins (4 px) tile a block and are reduced in the pass, 40 µm bins (20 px) do
+    not and are read from the stored map; ``max_in_memory=0`` sends the in-pass bins to parts on disk.
+    """
+    s = sd.SpatialData(images={"he": slide["synthetic_full_image"]})
+    s.write(tmp_path / "s.zarr")
+    s = sd.read_zarr(tmp_path / "s.zarr")
+    kw = {"chunk_size": 128, "progress": False, "bins_um": (2, 8, 40)}
+    stp.tl.predict_dense(s, model, **kw)
+    stp.tl.predict_dense(s, model, key_added="half", dtype="float16", max_in_memory=0, **kw)
+    d32 = s["pixnet_dense"]["scale0"].image.values
+    d16 = s["half_dense"]["scale0"].image.values
+    assert d32.dtype == np.float32 and d16.dtype == np.float16
+    # float16 keeps 11 significant bits: within 2^-11 of each value (0.004 at 8), 0 stays 0
+    np.testing.assert_allclose(d16.astype(np.float32), d32, rtol=2**-11, atol=1e-7)
+    back = sd.read_zarr(tmp_path / "s.zarr")
+    for key in ("pixnet", "half"):
+        t8, t40 = (back.tables[f"{key}_square_{b:03d}um"] for b in (8, 40))
+        _check_bin_means(t8, d32, 4, tol=1e-5)  # from the float32 blocks, whatever the stored precision
+        _check_bin_means(t40, s[f"{key}_dense"]["scale0"].image.values.astype(np.float64), 20, tol=1e-5)
+        np.testing.assert_array_equal(np.asarray(s.tables[f"{key}_square_008um"].X), np.asarray(t8.X))
+        # the 2 µm table stores no X: its values are the map's pixels, read from the map by io.read_table
+        assert back.tables[f"{key}_square_002um"].X is None
+        t2 = stp.io.read_table(tmp_path / "s.zarr", f"{key}_square_002um")
+        d = s[f"{key}_dense"]["scale0"].image.values
+        np.testing.assert_array_equal(t2.X.compute(), d[:, t2.obs["array_row"], t2.obs["array_col"]].T)
+        assert t2.uns["stpredict"]["X"] == {"map": f"{key}_dense"}
+    with pytest.raises(ValueError, match="float16"):
+        stp.tl.predict_dense(s, model, key_added="x", dtype="int8", **kw)
 
 
 def test_agrees_with_model_predict_footprints(slide, model):
@@ -347,20 +390,41 @@ def test_bins_as_labels_bin_id_raster(tmp_path, fresh, model, monkeypatch):
     plt.close(fig)
 
 
-def test_map_levels_are_stored_one_at_a_time_as_spatialdata_builds_them(tmp_path):
-    """The map's coarser levels are spatialdata's own resampling chain, each computed from the stored level before."""
-    import dask.array as da
+def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
+    """The map's coarser levels: each the 2 × 2 means of the stored level before it, in spatialdata's level shapes.
 
-    from stpredict.tl._predict_dense import _store_levels
+    For even sizes that is what spatialdata's own 2x resampling (bilinear, no anti-aliasing) gives.
+    """
+    import dask.array as da
+    import zarr
+
+    from stpredict.tl._predict_dense import _fill_levels, _level_paths, _map_skeleton
 
     x = da.random.default_rng(0).random((3, 1037, 777), chunks=(3, 256, 256)).astype(np.float32)
-    ref = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])
-    el = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])
-    _store_levels(el, tmp_path, chunk=256)
-    Image2DModel().validate(el)
-    for k in ref.children:
-        a, b = ref[k]["image"], el[k]["image"]
-        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
-        assert a.attrs == b.attrs and a.shape == b.shape
-        if k != "scale0":  # read from its own stored array, not recomputed from the full resolution
-            assert (tmp_path / f"dense_{k}.zarr").is_dir()
+    ref = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])  # down to <= 256 px
+    skeleton = _map_skeleton(["a", "b", "c"], (1037, 777), np.float32, 256, {"global": Identity()})
+    assert list(skeleton.children) == list(ref.children)
+    sd.SpatialData(images={"m": skeleton}).write(tmp_path / "s.zarr")
+    paths = _level_paths(tmp_path / "s.zarr" / "images" / "m")
+    assert not any((Path(p) / "c").exists() for p in paths)  # staging the skeleton wrote no chunk
+    da.store(x, zarr.open_array(paths[0], mode="r+"), lock=False)
+    _fill_levels(paths)
+    back = sd.read_zarr(tmp_path / "s.zarr")["m"]
+    Image2DModel().validate(back)
+    prev = np.asarray(x)
+    for i, k in enumerate(ref.children):
+        a, b = ref[k]["image"], back[k]["image"]
+        assert a.shape == b.shape
+        if i:
+            h, w = b.shape[1:]
+            prev = prev[:, : 2 * h, : 2 * w].reshape(3, h, 2, w, 2).mean(axis=(2, 4))
+        np.testing.assert_allclose(np.asarray(b.data), prev, rtol=1e-5)
+        side = 128 if k == "scale1" else 256  # level 1 in half blocks: each block's task writes its own chunk
+        assert b.data.chunksize == (3, min(side, b.shape[1]), min(side, b.shape[2]))
+    # where the sizes are even, the same as spatialdata's own resampling
+    even = Image2DModel.parse(x[:, :1024, :768], dims=("c", "y", "x"), scale_factors=[2])
+    np.testing.assert_allclose(
+        np.asarray(even["scale1"]["image"].data),
+        np.asarray(back["scale1"]["image"].data)[:, :512, :384],
+        rtol=1e-5,
+    )

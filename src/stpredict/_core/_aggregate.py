@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from scipy import sparse
@@ -11,7 +12,7 @@ from scipy import sparse
 from .._types import Aggregation, Coverage, check_choice
 from ._footprints import Footprints, footprint_matrix
 
-__all__ = ["accumulate_blocks", "aggregate_footprints"]
+__all__ = ["accumulate_blocks", "aggregate_footprints", "map_pixel_values"]
 
 
 def accumulate_blocks(values: Any, A: sparse.spmatrix) -> tuple[np.ndarray, np.ndarray]:
@@ -65,3 +66,42 @@ def aggregate_footprints(
         sums /= np.maximum(weights, 1e-12)
     sums[weights == 0] = np.nan
     return sums
+
+
+def _take_pixels(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(block)[:, rows, cols].T, dtype=np.float32)
+
+
+def map_pixel_values(dense: da.Array, rows: np.ndarray, cols: np.ndarray) -> da.Array:
+    """The values of a ``(c, y, x)`` map at the pixels ``(rows, cols)``: a lazy ``(n, c)`` float32 array.
+
+    The X of a table whose rows are the map's own pixels (the 2 µm bins of a 2 µm map): each part reads one chunk
+    of the map, so nothing larger than a chunk is ever in memory. Rows that come chunk by chunk (as
+    :func:`stpredict.tl.predict_dense` orders them) are read in order; any other order is read chunk by chunk and
+    put back in its order.
+    """
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    c = dense.shape[0]
+    ey, ex = np.cumsum((0, *dense.chunks[1])), np.cumsum((0, *dense.chunks[2]))
+    bi = np.searchsorted(ey, rows, side="right") - 1
+    bj = np.searchsorted(ex, cols, side="right") - 1
+    block = bi * len(ex) + bj
+    order = np.argsort(block, kind="stable")
+    in_order = bool(np.all(order == np.arange(len(order))))
+    sb = block[order]
+    starts = np.flatnonzero(np.r_[True, sb[1:] != sb[:-1]]) if len(sb) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(sb)].astype(np.int64)
+    parts = []
+    for s0, s1 in zip(starts, ends, strict=True):
+        idx = order[s0:s1]
+        i, j = int(bi[idx[0]]), int(bj[idx[0]])
+        part = dask.delayed(_take_pixels, pure=True)(
+            dense.blocks[0, i, j], rows[idx] - ey[i], cols[idx] - ex[j]
+        )
+        parts.append(da.from_delayed(part, shape=(s1 - s0, c), dtype=np.float32))
+    if not parts:
+        return da.zeros((0, c), dtype=np.float32)
+    X = da.concatenate(parts)
+    if not in_order:
+        X = X[np.argsort(order)]
+    return X.rechunk((min(100_000, X.shape[0]), c))

@@ -615,6 +615,7 @@ class ElementWriter:
         self.committed = False
         self._scratch: Path | None = None
         self._tx: Path | None = None
+        self._early: SpatialData | None = None  # the elements written by `stage`, before the others
         self.store = _backing_store(sdata)
         for n in self.own:
             self.add(n, sdata[n], by=joined["by"])
@@ -654,6 +655,50 @@ class ElementWriter:
             else:
                 self._scratch = scratch_dir()
         return self._scratch
+
+    @property
+    def staging(self) -> Path:
+        """The SpatialData store :meth:`stage` writes into: in the transaction when backed, else in scratch."""
+        return (self.tx if self.store is not None else self.scratch) / "staged.zarr"
+
+    def stage(self, name: str, element: Any, *, raster_compressor: dict[str, int] | None = None) -> Path:
+        """Write ``element`` into the staging store now, before the other elements are computed; return its folder.
+
+        For an element too large to be written twice: the caller fills its arrays in place (e.g. the dense map,
+        written block by block as the network produces it) and then passes it to :meth:`add` under the same name, read
+        back with :meth:`read_staged`; the commit moves the staged folder into the store without writing it again.
+        ``raster_compressor`` is spatialdata's (e.g. ``{"lz4": 5}``).
+        """
+        if name not in self.names:
+            raise RuntimeError(f"{name!r} was not declared to the ElementWriter ({self.names}).")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+            if self._early is None:
+                self._early = SpatialData()
+                self._early[name] = element
+                self._early.write(
+                    self.staging,
+                    consolidate_metadata=False,
+                    update_sdata_path=True,
+                    raster_compressor=raster_compressor,
+                )
+            else:
+                self._early[name] = element
+                self._early.write_element(name, raster_compressor=raster_compressor)
+        return self.staging / _element_type(self._early, name) / name
+
+    def read_staged(self, name: str) -> Any:
+        """An element written by :meth:`stage`, read back lazily from the staging store."""
+        import spatialdata as sd
+
+        kind = _element_type(self._early, name) if self._early is not None else None
+        if kind is None:
+            raise RuntimeError(f"{name!r} was not staged.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with quiet_ome_zarr():
+                back = sd.read_zarr(self.staging, selection=(kind,))
+        return getattr(back, kind)[name]
 
     def add(self, name: str, element: Any, *, by: str | None = None) -> None:
         """Queue ``element`` to be added under ``name`` (one of the names given on creation).
@@ -716,7 +761,13 @@ class ElementWriter:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*annotating.*not present")
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
-            staged.write(self.tx / "staged.zarr", consolidate_metadata=False, update_sdata_path=False)
+            if self._early is None:
+                staged.write(self.tx / "staged.zarr", consolidate_metadata=False, update_sdata_path=False)
+            else:  # the staging store holds the staged elements already: write the others beside them
+                for n, el in self.elements.items():
+                    if _element_type(self._early, n) is None:
+                        self._early[n] = el
+                        self._early.write_element(n)
         moves = [{"type": types[n], "name": n} for n in self.elements]
         # replaced elements that are not re-added, and the ones to remove, are moved out as well
         on_disk = store_elements(self.store)

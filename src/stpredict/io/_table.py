@@ -14,6 +14,10 @@ __all__ = ["read_table"]
 def read_table(path: PathLike, name: str, *, lazy: bool = True) -> ad.AnnData:
     """Read one table of a SpatialData zarr store, with ``X`` as a dask array read from disk.
 
+    A table of bins one map pixel wide (the 2 µm bins of a 2 µm map from :func:`stpredict.tl.predict_dense`) stores
+    no ``X`` of its own: its values are the map's pixels, and this reads ``X`` from the map
+    (``uns["stpredict"]["X"]["map"]``), chunk by chunk.
+
     :func:`spatialdata.read_zarr` loads every table's ``X`` into memory; the 2 µm bins of a whole Visium HD capture
     area (~10.6 million × 250 genes) are ~10 GB of float32. This reads ``obs``, ``var``, ``obsm`` and ``uns`` as
     usual and ``X`` (and every layer) lazily, chunk by chunk, so scanpy functions that accept dask arrays, slicing
@@ -68,17 +72,43 @@ def read_table(path: PathLike, name: str, *, lazy: bool = True) -> ad.AnnData:
         raise KeyError(f"No table {name!r} in the store {path}; its tables: {tables}.")
     group = zarr.open_group(str(group_path), mode="r")
     if not lazy:
-        return ad.io.read_elem(group)
+        table = ad.io.read_elem(group)
+        if table.X is None and (X := _x_from_map(path, {"uns": table.uns, "obs": table.obs})) is not None:
+            table.X = X.compute()
+        return table
     keys = set(group.keys())
     parts = {
         k: ad.io.read_elem(group[k])
         for k in ("obs", "var", "obsm", "varm", "obsp", "varp", "uns")
         if k in keys
     }
-    X = ad.experimental.read_elem_lazy(group["X"]) if "X" in keys else None
+    X = ad.experimental.read_elem_lazy(group["X"]) if "X" in keys else _x_from_map(path, parts)
     layers = (
         {k: ad.experimental.read_elem_lazy(group["layers"][k]) for k in group["layers"]}
         if "layers" in keys
         else None
     )
     return ad.AnnData(X=X, layers=layers, **parts)
+
+
+def _x_from_map(path, parts: dict):
+    """``X`` of a table whose rows are pixels of a stored map (``uns["stpredict"]["X"]["map"]``), lazily; else None."""
+    import dask.array as da
+
+    from .._core._aggregate import map_pixel_values
+
+    src = (parts.get("uns") or {}).get("stpredict", {}).get("X", {})
+    name = src.get("map") if isinstance(src, dict) else None
+    if name is None:
+        return None
+    element = path / "images" / name
+    if not element.is_dir():
+        raise KeyError(
+            f"The table's values are the pixels of the map {name!r}, which is not in the store {path} any more."
+        )
+    attrs = zarr.open_group(str(element), mode="r").attrs.asdict()
+    level0 = attrs.get("ome", attrs)["multiscales"][0]["datasets"][0]["path"]
+    obs = parts["obs"]
+    return map_pixel_values(
+        da.from_zarr(str(element / level0)), obs["array_row"].to_numpy(), obs["array_col"].to_numpy()
+    )

@@ -184,6 +184,14 @@ class DenseEngine:
             oy, ox = 0, 0
         return g[0, :, oy : oy + (y1 - y0), ox : ox + (x1 - x0)].float().cpu().numpy()
 
+    def run_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """:meth:`block` inside a dask task, on the client's threads or on a ``dask.distributed`` worker.
+
+        On a worker's unpickled copy of the engine this first sets it up (eval mode, the worker's device, one torch
+        thread per worker thread) and reads the window without going back to the cluster.
+        """
+        return _run_block(self, y0, y1, x0, x1)
+
     def to_dask(self, mask: np.ndarray | None = None) -> da.Array:
         """The map as a lazy ``(n_genes, y, x)`` float32 dask array with blocks of ``chunk_size``.
 
@@ -278,6 +286,10 @@ def _engine_block(engine: DenseEngine, block_info: dict | None = None, active: n
     _, i, j = block_info[None]["chunk-location"]
     if active is not None and not active[i, j]:
         return np.zeros((engine.n_genes, y1 - y0, x1 - x0), np.float32)
+    return _run_block(engine, y0, y1, x0, x1)
+
+
+def _run_block(engine: DenseEngine, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     if not getattr(engine, "_ready", True):
         engine._setup_copy()
     if getattr(engine, "_pickled_in", os.getpid()) != os.getpid():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import anndata as ad
@@ -30,6 +32,7 @@ from .._core import (
     full_resolution,
     section_name,
 )
+from .._core._aggregate import map_pixel_values
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._validate import (
     check_int,
@@ -53,48 +56,207 @@ __all__ = ["predict_dense"]
 NO_DATA = 0.0
 
 
-def _scratch_codec():
-    """The scratch map's codec: LZ4 with byte shuffle (fast; the map is read once more)."""
-    from zarr.codecs import BloscCodec
-
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+#: The map's codec (spatialdata's ``raster_compressor``): Blosc-LZ4, about 2.6x zstd's speed at a similar size on
+#: these smooth maps (benchmarks/README.md, "predict_dense vs the forward pass").
+MAP_COMPRESSOR = {"lz4": 5}
 
 
-def _store_levels(el, scratch, chunk: int) -> None:
-    """Compute the coarser levels of a multiscale map one at a time, each from the stored level before it.
+def _map_skeleton(
+    genes: Sequence[str], shape: tuple[int, int], dtype: Any, chunk: int, transformations: dict
+) -> Any:
+    """The map element with every level 0, lazily, each level chunked like the blocks (level 1 in half blocks).
 
-    spatialdata writes a multiscale image by computing all its levels in one dask call, each level a chain of
-    resamplings from the full resolution; on a whole slide that held several GB of blocks at once (9.5 GB peak
-    for a 40 960² px slide). Here each level is spatialdata's own 2× resampling of the previous *stored* level,
-    streamed to a scratch zarr, so writing the element copies stored arrays, block by block.
+    It is staged (written) first and its arrays are then filled in place; zarr writes no chunk that equals the
+    fill value 0, so staging it writes only metadata.
     """
-    prev = el["scale0"]["image"].data
-    for i in range(1, len(el.children)):
-        node = el[f"scale{i}"]
+    n = len(genes)
+    zeros = da.broadcast_to(np.zeros((1, 1, 1), dtype), (n, *shape), chunks=(n, chunk, chunk))
+    el = Image2DModel.parse(
+        zeros,
+        dims=("c", "y", "x"),
+        c_coords=list(genes),
+        scale_factors=default_scale_factors(shape, smallest=256) or None,
+        transformations=transformations,
+    )
+    for name in el.children:
+        node = el[name]
         img = node["image"]
-        nxt = Image2DModel.parse(prev, dims=("c", "y", "x"), scale_factors=[2])["scale1"]["image"].data
-        if nxt.shape != img.shape:  # spatialdata changed how it builds levels: keep its own chain
-            return
-        path = scratch / f"dense_scale{i}.zarr"
-        nxt = nxt.rechunk((img.shape[0], chunk, chunk))
+        # level 1 in half blocks, so that each block's task writes its own chunk of it
+        side = chunk // 2 if name == "scale1" and chunk % 2 == 0 else chunk
+        data = da.broadcast_to(np.zeros((1, 1, 1), img.dtype), img.shape, chunks=(n, side, side))
+        node.dataset = node.to_dataset().assign(image=img.copy(data=data))
+    return el
+
+
+def _level_paths(element_dir: Path) -> list[str]:
+    """The zarr arrays of a stored multiscale image, finest first (from its OME multiscales metadata)."""
+    import zarr
+
+    attrs = zarr.open_group(str(element_dir), mode="r").attrs.asdict()
+    datasets = attrs.get("ome", attrs)["multiscales"][0]["datasets"]
+    return [str(element_dir / d["path"]) for d in datasets]
+
+
+def _mean2(a: np.ndarray) -> np.ndarray:
+    """The 2 × 2 means of a ``(c, y, x)`` array (a trailing odd row or column dropped), float32."""
+    h, w = a.shape[1] // 2, a.shape[2] // 2
+    return a[:, : 2 * h, : 2 * w].reshape(a.shape[0], h, 2, w, 2).mean(axis=(2, 4), dtype=np.float32)
+
+
+def _fill_levels(paths: Sequence[str], start: int = 1) -> None:
+    """Write each coarser level of a stored map from the stored level before it: its 2 × 2 means.
+
+    The levels ``paths[start:]``; ``paths[start - 1]`` is stored. For even sizes a 2 × 2 mean is what spatialdata's
+    own 2× resampling (bilinear, no anti-aliasing) gives; an odd last row or column is dropped, as spatialdata's
+    level shapes do. Each level reads only the previous stored one, block by block (spatialdata computes all
+    levels in one dask call from the full resolution, which held several GB at once on a whole slide).
+    """
+    import zarr
+
+    prev = da.from_zarr(paths[start - 1])
+    for path in paths[start:]:
+        target = zarr.open_array(path, mode="r+")
+        even = prev[:, : target.shape[1] * 2, : target.shape[2] * 2]
+        nxt = da.coarsen(np.mean, even, {1: 2, 2: 2}, trim_excess=True).astype(target.dtype)
+        if nxt.shape != target.shape:
+            raise RuntimeError(
+                f"The 2 × 2 means have shape {nxt.shape}; the stored level has {target.shape}."
+            )
         with dask.config.set({"array.slicing.split_large_chunks": False}):
-            da.to_zarr(nxt, str(path), overwrite=True, compressors=[_scratch_codec()])
-        prev = da.from_zarr(str(path))
-        node.dataset = node.to_dataset().assign(image=img.copy(data=prev))
+            da.store(nxt.rechunk(target.chunks), target, lock=False)
+        prev = da.from_zarr(path)
+
+
+def _pool_sum(a: np.ndarray, f: int) -> np.ndarray:
+    """Sums over f × f squares of the last two axes from the corner (a trailing part that is not whole dropped).
+
+    Strided additions, one row and one column offset at a time: several times faster than a reshaped ``sum``
+    over non-adjacent axes on a ``(genes, y, x)`` block.
+    """
+    h, w = a.shape[-2] // f, a.shape[-1] // f
+    rows = a[..., 0 : h * f : f, : w * f].astype(np.float32, copy=True)
+    for i in range(1, f):
+        rows += a[..., i : h * f : f, : w * f]
+    out = rows[..., 0::f].copy()
+    for j in range(1, f):
+        out += rows[..., j::f]
+    return out
+
+
+def _block_bins(
+    block: np.ndarray,
+    mask: np.ndarray,
+    ks: Sequence[int],
+    sums: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> list[np.ndarray]:
+    """The k × k bins of one map block that touch ``mask``: ``(bins, genes)`` means over their masked pixels.
+
+    ``block`` is 0 off the mask; bins are whole bins from the block's corner, row-major, as :func:`_block_order`
+    lists them. ``sums`` (size -> sums over its bins and their masked pixel counts) seeds the reduction; each size
+    is summed from the largest size already summed that divides it.
+    """
+    c = block.shape[0]
+    sums = dict(sums or {})
+    sums.setdefault(1, (block, mask.astype(np.float32)))
+    out = {}
+    for k in sorted(ks):
+        if block.shape[1] // k == 0 or block.shape[2] // k == 0:
+            out[k] = np.zeros((0, c), np.float32)
+            continue
+        if k not in sums:
+            base = max(j for j in sums if k % j == 0)
+            vals, cnt = sums[base]
+            sums[k] = (_pool_sum(vals, k // base), _pool_sum(cnt, k // base))
+        vals, cnt = sums[k]
+        on = cnt > 0
+        out[k] = np.ascontiguousarray((vals[:, on] / cnt[on]).T, dtype=np.float32)
+    return [out[k] for k in ks]
+
+
+def _predict_block(
+    engine: Any,
+    y0: int,
+    y1: int,
+    x0: int,
+    x1: int,
+    mask: np.ndarray,
+    level0: str,
+    level1: str | None,
+    ks: Sequence[int],
+    parts: Any,
+) -> list[np.ndarray | int]:
+    """One block, in one task: the network, the map written into the stored levels 0 and 1, and the block's bins.
+
+    ``level1``: the map's level 1 (half blocks), written from the block's 2 × 2 means, or ``None``.
+
+    ``parts``: ``None`` returns each bin size's ``(bins, genes)`` values; a folder writes them there as ``.npy``
+    files (for tables too large for memory) and returns their lengths.
+    """
+    import zarr
+
+    block = engine.run_block(y0, y1, x0, x1)
+    if not mask.all():
+        np.multiply(block, mask, out=block)  # NO_DATA (0) off the mask
+    arr = zarr.open_array(level0, mode="r+")
+    arr[:, y0:y1, x0:x1] = block.astype(arr.dtype, copy=False)
+    sums = {}
+    if level1 is not None:  # the 2 × 2 sums: level 1 of the map, and the start of every even bin size's sums
+        s2, n2 = _pool_sum(block, 2), _pool_sum(mask.astype(np.float32), 2)
+        sums[2] = (s2, n2)
+        arr1 = zarr.open_array(level1, mode="r+")
+        y, x = y0 // 2, x0 // 2
+        arr1[:, y : y + s2.shape[1], x : x + s2.shape[2]] = (s2 * 0.25).astype(arr1.dtype, copy=False)
+    out: list[np.ndarray | int] = []
+    for k, X in zip(ks, _block_bins(block, mask, ks, sums), strict=True):
+        if parts is None:
+            out.append(X)
+        else:
+            np.save(Path(parts) / f"{k}_{y0}_{x0}.npy", X)
+            out.append(len(X))
+    return out
+
+
+def _block_order(
+    on: np.ndarray, k: int, blocks: Sequence[tuple[int, int, int, int]]
+) -> tuple[np.ndarray, ...]:
+    """Rows, columns and per-block counts of the bins in ``on`` (the k × k bin grid), block by block.
+
+    The order of :func:`_block_bins`: the map's blocks in the order given, row-major inside each.
+    """
+    rows, cols, counts = [], [], []
+    for y0, y1, x0, x1 in blocks:
+        r0, c0 = y0 // k, x0 // k
+        onb = on[r0 : r0 + (y1 - y0) // k, c0 : c0 + (x1 - x0) // k]
+        r, c = np.nonzero(onb)
+        rows.append(r + r0)
+        cols.append(c + c0)
+        counts.append(len(r))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(cols), np.asarray(counts)
+
+
+def _parts_X(
+    folder: Path, k: int, blocks: Sequence[tuple[int, int, int, int]], counts: np.ndarray, n_genes: int
+):
+    """The ``.npy`` parts :func:`_predict_block` wrote for bin size ``k``, as one lazy ``(bins, genes)`` array."""
+    parts = [
+        da.from_delayed(
+            dask.delayed(np.load, pure=True)(str(folder / f"{k}_{y0}_{x0}.npy")),
+            shape=(n, n_genes),
+            dtype=np.float32,
+        )
+        for (y0, _, x0, _), n in zip(blocks, counts, strict=True)
+        if n
+    ]
+    X = da.concatenate(parts) if parts else da.zeros((0, n_genes), dtype=np.float32)
+    return X.rechunk((min(100_000, max(X.shape[0], 1)), n_genes))
 
 
 def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformations: dict):
     x0, y0 = cols * side_px, rows * side_px
     gdf = gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side_px, y0 + side_px))
     return ShapesModel.parse(gdf, transformations=transformations)
-
-
-def _no_data(dense: da.Array, mask: np.ndarray) -> da.Array:
-    """The map with :data:`NO_DATA` wherever ``mask`` is False: glass and unselected tiles are not predicted."""
-    if mask.all():
-        return dense
-    on = da.from_array(mask, chunks=dense.chunks[1:], name=f"stpredict-mask-{uuid.uuid4().hex}")
-    return da.where(on[None], dense, np.float32(NO_DATA))
 
 
 def _shapes_mask(
@@ -238,15 +400,18 @@ def predict_dense(
     tissue_threshold: float | None = None,
     tiles: str | None = None,
     max_in_memory: float = 2e8,
+    dtype: Literal["float32", "float16"] = "float32",
     overwrite: bool = False,
     device: str | None = None,
     progress: bool | None = None,
 ) -> list[str]:
     """Run a trained dense model over a whole H&E image and write the results back to ``sdata``.
 
-    The map is computed block by block by the model's dense engine as a dask array (so it also runs on a
-    ``dask.distributed`` cluster), streamed to a scratch zarr, and aggregated into square bins and any
-    shapes the user names. Nothing is added to ``sdata`` until all of it is computed; on a SpatialData
+    The map is computed block by block by the model's dense engine, one dask task per block that touches the
+    tissue (so it also runs on a ``dask.distributed`` cluster): each task runs the network, writes its block into
+    the map's stored full-resolution level (the map is written once, Blosc-LZ4) and reduces it to the block's
+    square bins while it is in memory; the coarser levels of the map are then computed from the stored level, and
+    the shapes the user names aggregated from it. Nothing is added to ``sdata`` until all of it is computed; on a SpatialData
     backed by zarr the elements are staged inside the store (in its hidden ``.stpredict`` folder) and swapped
     in together, so a failure or a killed run leaves ``sdata`` and the store as they were, and a re-run
     cleans up what a killed run left (:func:`stpredict.io.recover_store`).
@@ -269,8 +434,10 @@ def predict_dense(
     bins_as
         What the bin tables annotate: ``"shapes"``, one square polygon per bin; ``"labels"``, a bin-id raster
         with one pixel per bin (as :func:`spatialdata.rasterize_bins` makes for Visium HD), which takes 4 bytes
-        per bin on disk and nothing in memory until read; ``"auto"`` (default), shapes up to
-        1 000 000 bins and labels above (a whole Visium HD capture area has ~10.6 million 2 µm bins).
+        per bin on disk and nothing in memory until read; ``"auto"`` (default), labels for bins of one map
+        pixel (the 2 µm bins of a 2 µm map, as :func:`stpredict.io.read_visium_hd` reads measured 2 µm bins) and
+        for tables of more than 1 000 000 bins (a whole Visium HD capture area has ~10.6 million 2 µm bins), shapes
+        otherwise.
     {chunk_size}
     {margin}
     tissue
@@ -287,8 +454,12 @@ def predict_dense(
         pixels inside selected tiles are predicted and get bins (the rest is 0); this replaces the
         ``tissue`` mask.
     max_in_memory
-        Bin tables with more values than this (bins × genes) keep ``X`` as a dask array read from the
-        dense map instead of loading it into memory (a whole Visium HD area at 2 µm is ~1e7 × 250).
+        Bin tables with more values than this (bins × genes, all bin sizes together) keep ``X`` as a dask array
+        read from disk instead of loading it into memory (a whole Visium HD area at 8 µm is ~6.6e5 × 250).
+    dtype
+        The stored map's precision: ``"float32"`` (default) or ``"float16"``, half the size on disk and in
+        memory when read (log1p values to about 3 significant digits: 0.004 at 8, the top of the log scale of
+        a gene at 3000 counts in 10 000). Bins and shape tables are always computed from the float32 map.
     {overwrite}
     {device}
     progress
@@ -300,7 +471,10 @@ def predict_dense(
 
     - ``images[f"{{key_added}}_dense"]``: ``(c=genes, y, x)`` float32 at ``out_mpp``, multiscale,
       placed on the H&E in every coordinate system the H&E has; 0 (not predicted) off the tissue;
-    - for each bin size ``b``: ``tables[f"{{key_added}}_square_00bum"]`` (``X`` = predicted expression,
+    - for each bin size ``b``: ``tables[f"{{key_added}}_square_00bum"]`` (``X`` = predicted expression; for
+      bins of one map pixel, e.g. 2 µm bins of a 2 µm map, ``X`` is the map itself and is not stored a second
+      time: in ``sdata`` it is a dask array read from the map, and :func:`stpredict.io.read_table` reads it so
+      from a store, where :func:`spatialdata.read_zarr` gives ``X=None``; ``uns["stpredict"]["X"]`` names the map;
       ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels) linked to
       ``shapes[f"{{key_added}}_square_00bum_shapes"]`` (squares in H&E pixels), or with ``bins_as="labels"`` to
       ``labels[f"{{key_added}}_square_00bum_labels"]`` (bin ids ``array_row * n_cols + array_col + 1`` in
@@ -339,6 +513,8 @@ def predict_dense(
     margin = None if margin is None else check_int("margin", margin, minimum=0)
     engine = model.engine(sdata, image_key=image_key, out_mpp=out_mpp, chunk_size=chunk_size, margin=margin)
     max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}.")
     if tissue_threshold is not None:
         tissue_threshold = check_number(
             "tissue_threshold", tissue_threshold, minimum=0, maximum=1, inclusive=True
@@ -412,49 +588,95 @@ def predict_dense(
         if tissue
         else "every pixel is predicted"
     )
+    lazy_tables: dict[str, tuple[str, Any]] = {}  # table name -> where its X is read from after the commit
     img_ts = get_transformation(el, get_all=True)
-    lazy_tables: dict[
-        str, tuple[np.ndarray, int]
-    ] = {}  # table name -> (bins on the grid, bin size in map px)
+    map_ts = {cs: TSequence([Scale([f_out, f_out], axes=("x", "y")), t]) for cs, t in img_ts.items()}
+    chunk = engine.chunk_size
+    ey, ex = np.r_[0:Hd:chunk, Hd], np.r_[0:Wd:chunk, Wd]
+    blocks = [  # the blocks that touch the mask, row-major: the only ones the network runs on
+        (int(y0), int(y1), int(x0), int(x1))
+        for y0, y1 in itertools.pairwise(ey)
+        for x0, x1 in itertools.pairwise(ex)
+        if mask[y0:y1, x0:x1].any()
+    ]
+    grids = {b: _bin_grid(mask, ks[b]) for b in bins_um}
+    for b, on in grids.items():
+        if on is None:
+            logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
+    # bins reduced from the blocks while they are in memory (sizes that tile a block); 1-pixel bins are the map
+    in_pass = sorted(
+        {ks[b] for b, on in grids.items() if on is not None and ks[b] > 1 and chunk % ks[b] == 0}
+    )
+    order = {k: _block_order(_bin_grid(mask, k), k, blocks) for k in in_pass}
+    in_memory = sum(len(order[k][0]) for k in in_pass) * n_genes <= max_in_memory
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
-        dense = _no_data(engine.to_dask(mask), mask)
-        store = writer.scratch / "dense.zarr"
+        element_dir = writer.stage(
+            dense_name, _map_skeleton(genes, (Hd, Wd), dtype, chunk, map_ts), raster_compressor=MAP_COMPRESSOR
+        )
+        levels = _level_paths(element_dir)
+        level1 = levels[1] if len(levels) > 1 and chunk % 2 == 0 else None
+        parts = None if in_memory else writer.scratch / f"bins-{uuid.uuid4().hex[:8]}"
+        if parts is not None:
+            parts.mkdir()
         logger.info(
-            f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({dense.numblocks[1] * dense.numblocks[2]} "
-            f"blocks, {int(mask.mean() * 100)}% tissue)."
+            f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({len(blocks)} of "
+            f"{(len(ey) - 1) * (len(ex) - 1)} blocks touch the tissue, {int(mask.mean() * 100)}% of the map)."
         )
+        token = uuid.uuid4().hex
+        # the engine is one key that every task depends on: shipped once per distributed worker
+        eng = dask.delayed(engine, name=f"stpredict-engine-{token}", traverse=False)
+        tasks = [
+            dask.delayed(_predict_block, pure=False)(
+                eng,
+                y0,
+                y1,
+                x0,
+                x1,
+                mask[y0:y1, x0:x1],
+                levels[0],
+                level1,
+                in_pass,
+                None if parts is None else str(parts),
+            )
+            for y0, y1, x0, x1 in blocks
+        ]
         ctx = dask_progress(f"predicting {section_name(sdata, image_key)}", progress=progress)
-        with engine.running(device), ctx, dask.config.set({"array.slicing.split_large_chunks": False}):
-            # scratch, read once for the bins and the image element: LZ4 with byte shuffle writes 262 MB of a 250-gene
-            # block 4x faster than zarr's default Zstd, and smaller (benchmarks/README.md, "predict_dense vs the encoder")
-            da.to_zarr(dense, str(store), overwrite=True, compressors=[_scratch_codec()])
-        dense = da.from_zarr(str(store))
-        dense_el = Image2DModel.parse(
-            dense,
-            dims=("c", "y", "x"),
-            c_coords=list(genes),
-            scale_factors=default_scale_factors((Hd, Wd), smallest=256) or None,
-            transformations={
-                cs: TSequence([Scale([f_out, f_out], axes=("x", "y")), t]) for cs, t in img_ts.items()
-            },
-        )
-        _store_levels(dense_el, writer.scratch, chunk=engine.chunk_size)
+        with engine.running(device), ctx:
+            results = dask.compute(*tasks)
+        _fill_levels(levels, start=1 if level1 is None else 2)
+        dense_el = writer.read_staged(dense_name)
         writer.add(dense_name, dense_el)
+        stored = full_resolution(dense_el).transpose("c", "y", "x").data
         for b in bins_um:
-            k = ks[b]
-            table_name = f"{key_added}_{C.square_key(b)}"
-            on = _bin_grid(mask, k)
+            k, on = ks[b], grids[b]
             if on is None:
-                logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
                 continue
-            X, rows, cols = _bins(dense, on, k, mask)
-            as_labels = bins_as == "labels" or (bins_as == "auto" and len(rows) > C.MAX_BIN_SHAPES)
+            table_name = f"{key_added}_{C.square_key(b)}"
+            X: Any
+            if k in in_pass:
+                rows, cols, counts = order[k]
+                i = in_pass.index(k)
+                if parts is None:
+                    pieces = [r[i] for r in results if len(r[i])]
+                    X = np.concatenate(pieces) if pieces else np.zeros((0, n_genes), np.float32)
+                else:
+                    X = _parts_X(parts, k, blocks, counts, n_genes)
+                    lazy_tables[table_name] = ("parts", None)
+            elif k == 1:  # the bins are the map's pixels: X is the map, not a second copy of it
+                rows, cols, _ = _block_order(on, 1, blocks)
+                X = None
+                lazy_tables[table_name] = ("map", (rows, cols))
+            else:  # a bin size that does not tile the blocks: from the stored map
+                X, rows, cols = _bins(stored, on, k, mask)
+                if X.size <= max_in_memory:
+                    X = np.asarray(X.compute(), dtype=np.float32)
+                else:
+                    lazy_tables[table_name] = ("bins", (on, k))
+            as_labels = bins_as == "labels" or (
+                bins_as == "auto" and (k == 1 or len(rows) > C.MAX_BIN_SHAPES)
+            )
             region = f"{table_name}_{'labels' if as_labels else 'shapes'}"
-            if X.size <= max_in_memory:
-                X = np.asarray(X.compute(), dtype=np.float32)
-            else:
-                lazy_tables[table_name] = (on, k)
             side = k * f_out
             if as_labels:
                 instance = _bin_ids(rows, cols, on.shape[1], on.size)
@@ -473,12 +695,15 @@ def predict_dense(
             )
             table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
             table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
+            what = f"the mean of the dense map {dense_name!r} ({out_mpp:g} µm/px) over one {b} µm square bin"
+            if X is None:
+                what = (
+                    f"the dense map {dense_name!r} ({out_mpp:g} µm/px) at one {b} µm bin, i.e. one map pixel. X is "
+                    "not stored a second time: read this table with stpredict.io.read_table (X lazily from the map)"
+                )
             table.uns[C.UNS_KEY] = {
                 **params,
-                "values": values_text(
-                    model,
-                    f"the mean of the dense map {dense_name!r} ({out_mpp:g} µm/px) over one {b} µm square bin",
-                ),
+                "values": values_text(model, what),
                 "bin_um": b,
                 "footprint": {
                     "kind": "square bins",
@@ -486,6 +711,7 @@ def predict_dense(
                     ("labels" if as_labels else "shapes"): region,
                     "n_bins": len(rows),
                 },
+                **({"X": {"map": dense_name}} if X is None else {}),
             }
             if as_labels:
                 writer.add(region, _bins_labels(on, side, img_ts))
@@ -510,9 +736,23 @@ def predict_dense(
             }
             writer.add(f"{key_added}_{s}", table)
     added = list(writer.elements)
-    if lazy_tables:  # their X read the scratch copy of the map: point them at the map that is now in sdata
+    if (
+        lazy_tables
+    ):  # X that was read from scratch or is the map: point it at what is now in sdata (and its store)
         dense = full_resolution(sdata.images[dense_name]).transpose("c", "y", "x").data
-        for name, (on, k) in lazy_tables.items():
-            sdata.tables[name].X = _bins(dense, on, k, mask)[0]
+        store = writer.store
+        for name, (kind, info) in lazy_tables.items():
+            if kind == "map":
+                sdata.tables[name].X = map_pixel_values(dense, *info)
+            elif kind == "bins":
+                sdata.tables[name].X = _bins(dense, *info, mask)[0]
+            elif (
+                store is not None
+            ):  # the parts were in the transaction folder, now gone: the stored table's X
+                import zarr
+
+                sdata.tables[name].X = ad.experimental.read_elem_lazy(
+                    zarr.open_group(str(store / "tables" / name), mode="r")["X"]
+                )
     logger.info(f"Added {added}.")
     return added
