@@ -112,6 +112,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
         HIDDEN_DIR,
         _element_type,
         is_zarr_store,
+        no_label_colours,
         store_elements,
         store_registry,
         swap_folder,
@@ -139,7 +140,7 @@ def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
     names = [n for t in _ELEMENT_TYPES for n in getattr(sdata, t)]
     record["written"] = {n: {"type": _element_type(sdata, n), "by": by} for n in names}
     tmp = out.with_name(_side_name(out, "new"))
-    with quiet_ome_zarr():
+    with quiet_ome_zarr(), no_label_colours():
         sdata.write(tmp, overwrite=True)
     swap_folder(tmp, out, _side_name(out, "old"))  # a kill between its renames: _sweep_new_stores
 
@@ -617,6 +618,7 @@ def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: s
         bins_um=args.bins,
         bins_as=args.bins_as,
         shapes=args.shapes,
+        dtype=args.dtype,
         overwrite=args.overwrite,
     )
     print(f"wrote to {target}: {', '.join(names)}")
@@ -807,8 +809,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--bins-as",
         choices=["auto", "shapes", "labels"],
         default="auto",
-        help="what bin tables annotate: a polygon per bin, or a bin-id raster (labels); auto: labels above "
-        "a million bins",
+        help="what bin tables annotate: a polygon per bin, or a bin-id raster (labels); auto: labels for bins of "
+        "one map pixel and above a million bins",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="precision of the stored map (float16: half the size; bins are computed in float32 either way)",
     )
     p.add_argument(
         "--shapes",

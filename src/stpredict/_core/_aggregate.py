@@ -96,7 +96,7 @@ def map_pixel_values(dense: da.Array, rows: np.ndarray, cols: np.ndarray) -> da.
         idx = order[s0:s1]
         i, j = int(bi[idx[0]]), int(bj[idx[0]])
         part = dask.delayed(_take_pixels, pure=True)(
-            dense.blocks[0, i, j], rows[idx] - ey[i], cols[idx] - ex[j]
+            dense[:, ey[i] : ey[i + 1], ex[j] : ex[j + 1]], rows[idx] - ey[i], cols[idx] - ex[j]
         )
         parts.append(da.from_delayed(part, shape=(s1 - s0, c), dtype=np.float32))
     if not parts:

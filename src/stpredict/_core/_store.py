@@ -54,6 +54,7 @@ __all__ = [
     "check_new_names",
     "file_sha256",
     "is_zarr_store",
+    "no_label_colours",
     "recover_store",
     "scratch_dir",
     "store_attrs",
@@ -213,6 +214,31 @@ def is_zarr_store(path: str | os.PathLike) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------- files
+@contextlib.contextmanager
+def no_label_colours() -> Iterator[None]:
+    """Write labels elements without ome-zarr's per-label colour table, which costs O(labels) time and memory.
+
+    ome-zarr (0.18) builds an ``image-label`` colour entry, a random RGBA, for every distinct value of a labels
+    array it writes, and validates them one by one: a bin-id raster of one HER2ST section's 2.5 million 2 µm bins
+    took 30 s and 3 GB to write, the 10.6 million bins of a capture area far more. spatialdata neither writes nor
+    reads those colours, so inside this block they are not built (the labels' data and multiscales are unchanged).
+    """
+    try:
+        from ome_zarr.classes.image import OMEZarrLabels
+    except ImportError:  # another ome-zarr layout: nothing to do
+        yield
+        return
+    original = OMEZarrLabels.__dict__.get("_parse_image_label_metadata")
+    if original is None:
+        yield
+        return
+    OMEZarrLabels._parse_image_label_metadata = lambda self: None
+    try:
+        yield
+    finally:
+        OMEZarrLabels._parse_image_label_metadata = original
+
+
 def _atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w") as f:
@@ -671,7 +697,7 @@ class ElementWriter:
         """
         if name not in self.names:
             raise RuntimeError(f"{name!r} was not declared to the ElementWriter ({self.names}).")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_label_colours():
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
             if self._early is None:
                 self._early = SpatialData()
@@ -758,7 +784,7 @@ class ElementWriter:
         return staged
 
     def _commit_to_store(self, staged: SpatialData, types: dict, written: dict, removed: list[str]) -> None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_label_colours():
             warnings.filterwarnings("ignore", message=".*annotating.*not present")
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
             if self._early is None:

@@ -304,7 +304,9 @@ class PixNetModule(nn.Module):
             ..., oy : oy + y1 - y0, ox : ox + x1 - x0
         ]
         weight, bias = self.head.weight.flatten(1), self.head.bias[:, None]
-        g = torch.stack([torch.addmm(bias, weight, ui.reshape(ui.shape[0], -1)) for ui in u])
+        g = torch.empty((u.shape[0], self.n_genes, (y1 - y0) * (x1 - x0)), dtype=u.dtype, device=u.device)
+        for i, ui in enumerate(u):  # into the output (a stack of the products would copy the genes' channels)
+            torch.addmm(bias, weight, ui.reshape(ui.shape[0], -1), out=g[i])
         return self.activation(g.view(u.shape[0], self.n_genes, y1 - y0, x1 - x0))
 
     @torch.no_grad()
