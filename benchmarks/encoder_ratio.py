@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _results import write_results
+from _results import commit, write_results
 from predict_dense import _slide
 
 # this folder is the first entry of sys.path when a script in it runs: a module here named like a package (e.g.
@@ -41,17 +40,7 @@ from predict_dense import _slide
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
-def _commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
-        return f"working tree on {head}" if dirty.stdout.strip() else head
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+_commit = commit
 
 
 class _Clock:

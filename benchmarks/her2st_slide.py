@@ -27,19 +27,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _results import commit
 
-
-def _commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
-        return f"working tree on {head}" if dirty.stdout.strip() else head
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+_commit = commit
 
 
 def _du_mib(path: Path) -> float:

@@ -185,11 +185,14 @@ def test_encoder_ratio_script_times_predict_dense_map_and_encoder(tmp_path):
     out = tmp_path / "er.md"
     args = ["--size", "2048", "--chunks", "256", "--genes", "5", "--repeats", "1", "--full-decoder"]
     stdout = _run("encoder_ratio.py", *args, "--bins", "16", "--out", str(out), "--workdir", str(tmp_path))
-    assert "predict_dense / encoder" in stdout and out.read_text() in stdout
+    assert "predict_dense / forward" in stdout and out.read_text() in stdout
     df = pd.read_csv(out.with_suffix(".csv"))
     assert list(df["chunk_size"]) == [256] and (df["margin"] == 64).all()
     cols = [
         "encoder_s",
+        "forward_s",
+        "forward_cpu_ratio",
+        "predict_dense_fwd_cpu_ratio",
         "map_s",
         "map_full_decoder_s",
         "predict_dense_s",

@@ -816,7 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=["float32", "float16"],
         default="float32",
-        help="precision of the stored map (float16: half the size; bins are computed in float32 either way)",
+        help="precision of the stored map (float16: half the size, drawn by stpredict's plots but not by "
+        "spatialdata-plot; bins are computed in float32 either way)",
     )
     p.add_argument(
         "--shapes",

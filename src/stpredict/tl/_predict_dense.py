@@ -509,6 +509,8 @@ def predict_dense(
         The stored map's precision: ``"float32"`` (default) or ``"float16"``, half the size on disk and in
         memory when read (log1p values to about 3 significant digits: 0.004 at 8, the top of the log scale of
         a gene at 3000 counts in 10 000). Bins and shape tables are always computed from the float32 map.
+        :func:`stpredict.pl.expression_map` draws a float16 map; spatialdata-plot's ``render_images`` cannot
+        (scipy's affine transform has no float16), so keep the default for it.
     {overwrite}
     {device}
     progress
