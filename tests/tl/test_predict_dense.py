@@ -398,14 +398,15 @@ def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
     import dask.array as da
     import zarr
 
-    from stpredict.tl._predict_dense import _fill_levels, _level_paths, _map_skeleton
+    from stpredict._core._image import level_paths
+    from stpredict.tl._predict_dense import _fill_levels, _map_skeleton
 
     x = da.random.default_rng(0).random((3, 1037, 777), chunks=(3, 256, 256)).astype(np.float32)
     ref = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])  # down to <= 256 px
     skeleton = _map_skeleton(["a", "b", "c"], (1037, 777), np.float32, 256, {"global": Identity()})
     assert list(skeleton.children) == list(ref.children)
     sd.SpatialData(images={"m": skeleton}).write(tmp_path / "s.zarr")
-    paths = _level_paths(tmp_path / "s.zarr" / "images" / "m")
+    paths = level_paths(tmp_path / "s.zarr" / "images" / "m")
     assert not any((Path(p) / "c").exists() for p in paths)  # staging the skeleton wrote no chunk
     da.store(x, zarr.open_array(paths[0], mode="r+"), lock=False)
     _fill_levels(paths)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,3 +277,12 @@ def parse_rgb_image(
         transformations=transformations,
         chunks=(3, 2048, 2048),
     )
+
+
+def level_paths(element_dir: Path) -> list[str]:
+    """The zarr arrays of a stored multiscale image, finest first (from its OME multiscales metadata)."""
+    import zarr
+
+    attrs = zarr.open_group(str(element_dir), mode="r").attrs.asdict()
+    datasets = attrs.get("ome", attrs)["multiscales"][0]["datasets"]
+    return [str(Path(element_dir) / d["path"]) for d in datasets]

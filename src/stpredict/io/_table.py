@@ -96,6 +96,7 @@ def _x_from_map(path, parts: dict):
     import dask.array as da
 
     from .._core._aggregate import map_pixel_values
+    from .._core._image import level_paths
 
     src = (parts.get("uns") or {}).get("stpredict", {}).get("X", {})
     name = src.get("map") if isinstance(src, dict) else None
@@ -106,9 +107,7 @@ def _x_from_map(path, parts: dict):
         raise KeyError(
             f"The table's values are the pixels of the map {name!r}, which is not in the store {path} any more."
         )
-    attrs = zarr.open_group(str(element), mode="r").attrs.asdict()
-    level0 = attrs.get("ome", attrs)["multiscales"][0]["datasets"][0]["path"]
     obs = parts["obs"]
     return map_pixel_values(
-        da.from_zarr(str(element / level0)), obs["array_row"].to_numpy(), obs["array_col"].to_numpy()
+        da.from_zarr(level_paths(element)[0]), obs["array_row"].to_numpy(), obs["array_col"].to_numpy()
     )

@@ -37,6 +37,7 @@ from .._core import (
 )
 from .._core._aggregate import map_pixel_values
 from .._core._footprints import footprint_matrix, shapes_footprints
+from .._core._image import level_paths
 from .._core._validate import (
     check_int,
     check_model,
@@ -109,15 +110,6 @@ def _map_skeleton(
         data = da.broadcast_to(np.zeros((1, 1, 1), img.dtype), img.shape, chunks=(g, side, side))
         node.dataset = node.to_dataset().assign(image=img.copy(data=data))
     return el
-
-
-def _level_paths(element_dir: Path) -> list[str]:
-    """The zarr arrays of a stored multiscale image, finest first (from its OME multiscales metadata)."""
-    import zarr
-
-    attrs = zarr.open_group(str(element_dir), mode="r").attrs.asdict()
-    datasets = attrs.get("ome", attrs)["multiscales"][0]["datasets"]
-    return [str(element_dir / d["path"]) for d in datasets]
 
 
 def _mean2_block(block: np.ndarray, out_dtype: Any) -> np.ndarray:
@@ -350,9 +342,7 @@ def _bins(
     Hk, Wk = on.shape
     side = _bin_block(n_genes)
     blocks = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k)
-    if k == 1:
-        binned = blocks[:, :, 0, :, 0]
-    elif mask.all():
+    if mask.all():
         binned = blocks.mean(axis=(2, 4))
     else:  # the mean over the pixels with data: the others are 0, so it is the sum over the bin / their number
         n = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).sum(axis=(1, 3), dtype=np.float32)
@@ -658,14 +648,15 @@ def predict_dense(
     in_pass = sorted(
         {ks[b] for b, on in grids.items() if on is not None and ks[b] > 1 and chunk % ks[b] == 0}
     )
-    order = {k: _block_order(_bin_grid(mask, k), k, blocks) for k in in_pass}
+    on_k = {ks[b]: on for b, on in grids.items() if on is not None}
+    order = {k: _block_order(on_k[k], k, blocks) for k in in_pass}
     in_memory = sum(len(order[k][0]) for k in in_pass) * n_genes <= max_in_memory
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
         element_dir = writer.stage(
             dense_name, _map_skeleton(genes, (Hd, Wd), dtype, chunk, map_ts), raster_compressor=MAP_COMPRESSOR
         )
-        levels = _level_paths(element_dir)
+        levels = level_paths(element_dir)
         level1 = levels[1] if len(levels) > 1 and chunk % 2 == 0 else None
         parts = None if in_memory else writer.scratch / f"bins-{uuid.uuid4().hex[:8]}"
         if parts is not None:
