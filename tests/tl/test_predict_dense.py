@@ -429,3 +429,81 @@ def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
         np.asarray(back["scale1"]["image"].data)[:, :512, :384],
         rtol=1e-5,
     )
+
+
+def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, model):
+    """``map_as="latent"`` stores the decoder's last features and the head; every table and reader gives the genes.
+
+    The head is linear, so the head of a latent mean is the mean of the genes: bins in the pass (8 µm), from the
+    stored map (40 µm), the map's own pixels (2 µm, read through the head by io.read_table), shapes, and
+    tl.aggregate agree with a map of genes up to float rounding; a re-run as genes removes the head.
+    """
+    s = sd.SpatialData(
+        images={"he": slide["synthetic_full_image"]}, shapes={"visium": slide["synthetic_visium_spots"]}
+    )
+    s.write(tmp_path / "s.zarr")
+    s = sd.read_zarr(tmp_path / "s.zarr")
+    kw = {"chunk_size": 128, "progress": False, "bins_um": (2, 8, 40), "shapes": ["visium"]}
+    stp.tl.predict_dense(s, model, **kw)
+    names = stp.tl.predict_dense(s, model, key_added="lat", map_as="latent", **kw)
+    assert names[:2] == ["lat_dense", "lat_dense_head"]
+    lat = s["lat_dense"]["scale0"].image
+    width = model.module.latent_channels
+    assert list(lat.c.values) == [f"latent_{i:02d}" for i in range(width)] and width != len(model.genes)
+    head = s.tables["lat_dense_head"]
+    assert list(head.obs_names) == model.genes and head.X.shape == (len(model.genes), width)
+    d = s["pixnet_dense"]["scale0"].image.values
+    genes = np.tensordot(head.X, lat.values, axes=(1, 0)) + head.obs["bias"].to_numpy()[:, None, None]
+    on = (d != 0).any(0)
+    np.testing.assert_allclose(genes[:, on], d[:, on], rtol=1e-5, atol=1e-5)
+    assert not (lat.values[:, ~on] != 0).any()  # no data: 0 in every latent channel, as in the genes' map
+    back = sd.read_zarr(tmp_path / "s.zarr")
+    for t in ("square_008um", "square_040um", "visium"):
+        for obj in (s, back):
+            np.testing.assert_allclose(
+                np.asarray(obj.tables[f"lat_{t}"].X),
+                np.asarray(obj.tables[f"pixnet_{t}"].X),
+                rtol=1e-5,
+                atol=1e-5,
+            )
+    assert s.tables["lat_square_008um"].uns["stpredict"]["map_as"] == "latent"
+    t2 = stp.io.read_table(tmp_path / "s.zarr", "lat_square_002um")
+    np.testing.assert_allclose(
+        t2.X.compute(), np.asarray(s.tables["pixnet_square_002um"].X), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(s.tables["lat_square_002um"].X), np.asarray(s.tables["pixnet_square_002um"].X), atol=1e-5
+    )
+    stp.tl.aggregate(s, values="lat_dense", by="visium", channels=model.genes[1:3], key_added="agg")
+    np.testing.assert_allclose(
+        np.asarray(s.tables["agg"].X), np.asarray(s.tables["pixnet_visium"].X)[:, 1:3], rtol=1e-5, atol=1e-5
+    )
+    assert list(s.tables["agg"].var_names) == model.genes[1:3]
+    with pytest.raises(ValueError, match="how='mean'"):
+        stp.tl.aggregate(s, values="lat_dense", by="visium", how="sum")
+    # the plot decodes the gene it draws
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    for key in ("pixnet", "lat"):
+        ax = stp.pl.expression_map(s, model.genes[0], key=key, show=False)
+        drawn.append(np.ma.filled(ax.images[1].get_array().astype(np.float64), np.nan))
+        plt.close(ax.figure)
+    np.testing.assert_allclose(drawn[1], drawn[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+    # a re-run as genes replaces the latent map and removes its head, in memory and in the store
+    stp.tl.predict_dense(s, model, key_added="lat", overwrite=True, **kw)
+    assert (
+        "lat_dense_head" not in s.tables and "lat_dense_head" not in sd.read_zarr(tmp_path / "s.zarr").tables
+    )
+    with pytest.raises(ValueError, match="map_as"):
+        stp.tl.predict_dense(s, model, key_added="x", map_as="pixels", **kw)
+
+
+def test_latent_map_needs_a_linear_head(slide):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    rate = PixNet(list(slide.tables["square_016um"].var_names[:4]), map_space="rate", **SMALL)
+    s = sd.SpatialData(images={"he": slide["synthetic_full_image"]})
+    with pytest.raises(ValueError, match="linear 1×1 head"):
+        stp.tl.predict_dense(s, rate, map_as="latent", progress=False)
+    assert list(s.images) == ["he"]

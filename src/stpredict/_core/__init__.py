@@ -4,6 +4,7 @@
 - :mod:`._image`: pyramid levels and the one window reader (:class:`Pyramid`), the default H&E;
 - :mod:`._footprints`: footprints from shapes, the footprint × pixel operator, points-in-shapes;
 - :mod:`._aggregate`: the one sparse aggregation loop over (dask) images;
+- :mod:`._latent`: latent maps (a model's last features) and the linear head that reads genes from them;
 - :mod:`._recipe`: gene choice and count normalisation;
 - :mod:`._elements`: tables linked to shapes, rows matched by footprint;
 - :mod:`._store`: the one element writer: checked names, provenance, staged transactional writes;

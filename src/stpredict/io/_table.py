@@ -16,7 +16,7 @@ def read_table(path: PathLike, name: str, *, lazy: bool = True) -> ad.AnnData:
 
     A table of bins one map pixel wide (the 2 µm bins of a 2 µm map from :func:`stpredict.tl.predict_dense`) stores
     no ``X`` of its own: its values are the map's pixels, and this reads ``X`` from the map
-    (``uns["stpredict"]["X"]["map"]``), chunk by chunk.
+    (``uns["stpredict"]["X"]["map"]``), chunk by chunk (of a latent map, through its head: the genes).
 
     :func:`spatialdata.read_zarr` loads every table's ``X`` into memory; the 2 µm bins of a whole Visium HD capture
     area (~10.6 million × 250 genes) are ~10 GB of float32. This reads ``obs``, ``var``, ``obsm`` and ``uns`` as
@@ -97,6 +97,7 @@ def _x_from_map(path, parts: dict):
 
     from .._core._aggregate import map_pixel_values
     from .._core._image import level_paths
+    from .._core._latent import apply_head, read_head
 
     src = (parts.get("uns") or {}).get("stpredict", {}).get("X", {})
     name = src.get("map") if isinstance(src, dict) else None
@@ -108,6 +109,8 @@ def _x_from_map(path, parts: dict):
             f"The table's values are the pixels of the map {name!r}, which is not in the store {path} any more."
         )
     obs = parts["obs"]
-    return map_pixel_values(
+    X = map_pixel_values(
         da.from_zarr(level_paths(element)[0]), obs["array_row"].to_numpy(), obs["array_col"].to_numpy()
     )
+    head = read_head(path, name)  # a latent map: the genes are its linear head
+    return X if head is None else apply_head(X, *head[:2])

@@ -96,6 +96,10 @@ class DenseEngine:
         whole strides).
     n_genes
         Output channels (default: ``module.n_genes``).
+    latent
+        Compute the *latent map* instead of the genes: the module's last features before its linear 1×1 head
+        (``module.forward_region(..., latent=True)``), ``module.latent_channels`` channels, of which the map is
+        ``weight @ latent + bias`` (:meth:`head`).
 
     """
 
@@ -110,8 +114,18 @@ class DenseEngine:
         chunk_size: int = 512,
         margin: int | None = None,
         n_genes: int | None = None,
+        latent: bool = False,
     ) -> None:
         self.module = module
+        self.latent = bool(latent)
+        if self.latent:
+            if not getattr(module, "linear_output", False) or not hasattr(module, "latent_head"):
+                raise ValueError(
+                    "A latent map needs a network whose output is a linear 1×1 head of its last features (PixNet "
+                    "with map_space='log' and out_activation='identity'); predict the genes' map instead "
+                    "(map_as='genes')."
+                )
+            n_genes = module.latent_channels
         self.pyramid = pyramid
         self.up, self.down = _ratio(out_mpp, train_mpp)
         self.f_out = out_mpp / image_mpp  # full-resolution px per output px
@@ -174,7 +188,12 @@ class DenseEngine:
         else:
             ry, rx = (oy * down, (oy + y1 - y0) * down), (ox * down, (ox + x1 - x0) * down)
         region = getattr(self.module, "forward_region", None)  # the decoder only where the block needs it
-        g = region(x, (*ry, *rx)) if region is not None else self.module(x)[..., ry[0] : ry[1], rx[0] : rx[1]]
+        if self.latent:
+            g = region(x, (*ry, *rx), latent=True)
+        elif region is not None:
+            g = region(x, (*ry, *rx))
+        else:
+            g = self.module(x)[..., ry[0] : ry[1], rx[0] : rx[1]]
         if up > 1:
             size = ((ry[1] - ry[0]) * up, (rx[1] - rx[0]) * up)
             g = F.interpolate(g, size=size, mode="bilinear", align_corners=False)
@@ -183,6 +202,10 @@ class DenseEngine:
             g = F.avg_pool2d(g, down) if down > 1 else g
             oy, ox = 0, 0
         return g[0, :, oy : oy + (y1 - y0), ox : ox + (x1 - x0)].float().cpu().numpy()
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The linear head ``(weight (n_genes, channels), bias (n_genes,))`` that maps a latent map to the genes."""
+        return self.module.latent_head()
 
     def run_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """:meth:`block` inside a dask task, on the client's threads or on a ``dask.distributed`` worker.
@@ -346,11 +369,13 @@ class DenseModel(BaseModel):
         chunk_size: int = 512,
         margin: int | None = None,
         cache: bool = False,
+        latent: bool = False,
     ) -> DenseEngine:
         """The :class:`DenseEngine` of this model over an H&E image of ``sdata`` (map at ``out_mpp``, default ``train_mpp``).
 
         With ``cache``, the pyramid level the windows are read from is loaded into memory once (fast for
-        many windows of an image that fits in memory; :func:`stpredict.tl.predict_dense` streams instead).
+        many windows of an image that fits in memory; :func:`stpredict.tl.predict_dense` streams instead). With
+        ``latent``, the engine computes the latent map (see :class:`DenseEngine`).
         """
         self._check_trained()
         image_key = image_key or default_image_key(sdata)
@@ -363,6 +388,7 @@ class DenseModel(BaseModel):
             chunk_size=chunk_size,
             margin=margin,
             n_genes=len(self.genes),
+            latent=latent,
         )
 
     @_docs.doc_params(chunk_size=_docs.chunk_size, margin=_docs.margin, device=_docs.device)

@@ -231,7 +231,24 @@ class PixNetModule(nn.Module):
             g = F.interpolate(g, size=out_size, mode="bilinear", align_corners=False)
         return g
 
-    def forward_region(self, images: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent map (``forward_region(..., latent=True)``): the last decoder stage's width."""
+        return int(self.head.in_channels)
+
+    def latent_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 1×1 head as ``(weight (n_genes, latent_channels), bias (n_genes,))`` float32 arrays.
+
+        With :attr:`linear_output`, the map is ``weight @ latent + bias`` pixel by pixel, and so is any mean of it.
+        """
+        return (
+            self.head.weight.detach().flatten(1).float().cpu().numpy().copy(),
+            self.head.bias.detach().float().cpu().numpy().copy(),
+        )
+
+    def forward_region(
+        self, images: torch.Tensor, region: tuple[int, int, int, int], *, latent: bool = False
+    ) -> torch.Tensor:
         """``self(images)[..., y0:y1, x0:x1]`` for ``region = (y0, y1, x0, x1)``, decoded only where it is needed.
 
         The encoder sees the whole input (the context); the decoder stages, the head and the final resize run
@@ -240,7 +257,16 @@ class PixNetModule(nn.Module):
         :meth:`forward` cropped (up to float rounding): every decoder operation is local, and at a crop's edge
         only pixels that are cropped away see the convolutions' zero padding. Used by the dense engine
         (:class:`stpredict.model.DenseEngine`), which keeps the block of a window without its margin.
+
+        ``latent=True`` returns the region of the *latent map* instead: the last decoder features resized like the
+        map, ``(B, latent_channels, y1 - y0, x1 - x0)``, of which the map is the 1×1 head (:meth:`latent_head`);
+        only for a linear output (:attr:`linear_output`).
         """
+        if latent and not self.linear_output:
+            raise ValueError(
+                "A latent map needs a linear output (map_space='log', out_activation='identity'); this network has "
+                f"map_space={self.map_space!r}, out_activation={self.out_activation!r}."
+            )
         h, w = images.shape[-2:]
         y0, y1, x0, x1 = (int(v) for v in region)
         if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
@@ -255,6 +281,11 @@ class PixNetModule(nn.Module):
             or (h0 * r, w0 * r) != (H, W)
             or any((2 * a, 2 * b) != fine for fine, (a, b) in pairwise(sizes))
         ):
+            if latent:
+                d = F.interpolate(
+                    self.decode_features(feats), size=(H, W), mode="bilinear", align_corners=False
+                )
+                return d[..., y0:y1, x0:x1]
             return self.decode(feats, (H, W))[..., y0:y1, x0:x1]
 
         def grow(span: tuple[int, int], by: int, n: int) -> tuple[int, int]:
@@ -294,6 +325,9 @@ class PixNetModule(nn.Module):
             g = torch.exp(self.head(d).clamp(max=self.MAX_LOG_RATE))
             g = torch.log1p(F.interpolate(g, size=size, mode="bilinear", align_corners=False))
             return g[..., oy : oy + y1 - y0, ox : ox + x1 - x0]
+        if latent:
+            u = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            return u[..., oy : oy + y1 - y0, ox : ox + x1 - x0]
         if d.shape[1] >= self.n_genes:
             g = F.interpolate(self.head(d), size=size, mode="bilinear", align_corners=False)
             return self.activation(g[..., oy : oy + y1 - y0, ox : ox + x1 - x0])

@@ -27,6 +27,7 @@ from .._core import (
     section_name,
     summarize_pcc,
 )
+from .._core._latent import decode, map_head
 from .._core._validate import check_number, check_sequence
 from .._logging import logger
 from ..pp._tissue import tissue_mask
@@ -189,7 +190,8 @@ def expression_map(
     image_key = image_key or default_image_key(sdata)
     check_rgb(sdata, image_key)
     dense = full_resolution(sdata.images[dense_key])
-    genes = [str(c) for c in dense.coords["c"].values]
+    head = map_head(sdata, dense_key)  # a latent map: the genes are its linear head
+    genes = [str(c) for c in dense.coords["c"].values] if head is None else head[2]
     if gene not in genes:
         raise KeyError(
             f"Gene {gene!r} is not in the map {dense_key!r} ({len(genes)} genes, e.g. {genes[:5]})."
@@ -227,7 +229,11 @@ def expression_map(
     )
     rgb = np.moveaxis(np.asarray(he.data[:, hs[0], hs[1]]), 0, -1)
     ds = (slice(int(y0 / dmpp), int(np.ceil(y1 / dmpp))), slice(int(x0 / dmpp), int(np.ceil(x1 / dmpp))))
-    values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
+    if head is None:
+        values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
+    else:
+        i = genes.index(gene)
+        values = decode(np.asarray(dense.data[:, ds[0], ds[1]]), head[0][i : i + 1], head[1][i : i + 1])[0]
     values = np.ma.masked_invalid(values)  # NaN: no data (off the tissue)
     if mask_background:
         values = np.ma.masked_where(~full_mask[ds[0], ds[1]], values)

@@ -15,6 +15,7 @@ from .._core import (
     shapes_footprints,
     shapes_table,
 )
+from .._core._latent import apply_head, map_head
 from .._core._validate import check_name, check_names
 from .._types import Aggregation, Coverage, check_choice
 
@@ -45,7 +46,9 @@ def aggregate(
     sdata
         The SpatialData object; the new table is added to it (and written when it is backed).
     values
-        Name of an image element (e.g. a dense prediction ``"pixnet_dense"`` or the synthetic truth).
+        Name of an image element (e.g. a dense prediction ``"pixnet_dense"`` or the synthetic truth). Of a latent
+        map (``tl.predict_dense(map_as="latent")``), the genes: the head applied to the latent means (exact, it is
+        linear; ``how="mean"`` only).
     by
         Name of a shapes element (circles or polygons) sharing a coordinate system with ``values``.
     {how}
@@ -88,6 +91,27 @@ def aggregate_table(
     check_names("values", values, available=list(sdata.images), kind="image")
     check_names("by", by, available=list(sdata.shapes), kind="shapes")
     img = full_resolution(sdata.images[values])
+    head = map_head(sdata, values)
+    if head is not None:  # a latent map: the genes are its head, applied to the latent channels' means
+        if how != "mean":
+            raise ValueError(
+                f"{values!r} is a latent map, whose genes are a linear head with a bias: only their means "
+                f"(how='mean') are its latent means' head; got how={how!r}."
+            )
+        weight, bias, genes = head
+        if channels is not None:
+            channels = check_names("channels", channels)
+            missing = [c for c in channels if c not in genes]
+            if missing:
+                raise KeyError(f"Genes {missing} not in the latent map {values!r}'s head.")
+            idx = [genes.index(c) for c in channels]
+            weight, bias, genes = weight[idx], bias[idx], list(channels)
+        data = img.transpose("c", "y", "x").data
+        lat = aggregate_footprints(data, shapes_footprints(sdata, by, values), how=how, coverage=coverage)
+        X = apply_head(lat, weight, bias)
+        return shapes_table(
+            sdata, by, X, genes, {"values": values, "by": by, "how": how, "coverage": coverage}
+        )
     names = (
         [str(c) for c in img.coords["c"].values]
         if "c" in img.coords

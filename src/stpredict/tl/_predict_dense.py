@@ -38,6 +38,7 @@ from .._core import (
 from .._core._aggregate import map_pixel_values
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._image import level_paths
+from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table
 from .._core._validate import (
     check_int,
     check_model,
@@ -84,16 +85,22 @@ def _genes_per_chunk(n_genes: int, chunk: int, itemsize: int) -> int:
 
 
 def _map_skeleton(
-    genes: Sequence[str], shape: tuple[int, int], dtype: Any, chunk: int, transformations: dict
+    genes: Sequence[str],
+    shape: tuple[int, int],
+    dtype: Any,
+    chunk: int,
+    transformations: dict,
+    per_chunk: int | None = None,
 ) -> Any:
     """The map element with every level 0, lazily, each level chunked like the blocks (level 1 in half blocks).
 
     It is staged (written) first and its arrays are then filled in place; zarr writes no chunk that equals the
     fill value 0, so staging it writes only metadata. Chunks hold a slab of genes (about 32 MB of one block), so
-    that reading one gene reads that slab only and each block is written one slab at a time.
+    that reading one gene reads that slab only and each block is written one slab at a time; ``per_chunk`` sets
+    the channels per chunk instead (all of a latent map's, which every gene is read from).
     """
     n = len(genes)
-    g = _genes_per_chunk(n, chunk, np.dtype(dtype).itemsize)
+    g = per_chunk or _genes_per_chunk(n, chunk, np.dtype(dtype).itemsize)
     zeros = da.broadcast_to(np.zeros((1, 1, 1), dtype), (n, *shape), chunks=(g, chunk, chunk))
     el = Image2DModel.parse(
         zeros,
@@ -209,10 +216,13 @@ def _predict_block(
     level1: str | None,
     ks: Sequence[int],
     parts: Any,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray | int]:
     """One block, in one task: the network, the map written into the stored levels 0 and 1, and the block's bins.
 
     ``level1``: the map's level 1 (half blocks), written from the block's 2 × 2 means, or ``None``.
+
+    ``head``: the linear head of a latent map; the bins are the head of their latent means (exact: it is linear).
 
     ``parts``: ``None`` returns each bin size's ``(bins, genes)`` values; a folder writes them there as ``.npy``
     files (for tables too large for memory) and returns their lengths.
@@ -247,6 +257,8 @@ def _predict_block(
     out: list[np.ndarray | int] = []
     for k, parts_k in zip(ks, slabs, strict=True):
         X = np.concatenate(parts_k, axis=1) if len(parts_k) > 1 else parts_k[0]
+        if head is not None:
+            X = apply_head(X, *head)
         if parts is None:
             out.append(X)
         else:
@@ -440,6 +452,7 @@ def predict_dense(
     tiles: str | None = None,
     max_in_memory: float = 2e8,
     dtype: Literal["float32", "float16"] = "float32",
+    map_as: Literal["genes", "latent"] = "genes",
     overwrite: bool = False,
     device: str | None = None,
     progress: bool | None = None,
@@ -501,6 +514,17 @@ def predict_dense(
         a gene at 3000 counts in 10 000). Bins and shape tables are always computed from the float32 map.
         :func:`stpredict.pl.expression_map` draws a float16 map; spatialdata-plot's ``render_images`` cannot
         (scipy's affine transform has no float16), so keep the default for it.
+    map_as
+        What the stored map holds. ``"genes"`` (default): one channel per gene, which spatialdata-plot, napari and
+        any reader of the store draw directly. ``"latent"``: the network's last features before its linear 1×1
+        head (64 channels for the default PixNet instead of 250 genes: a quarter of the bytes to compress and
+        write, and the head is never applied to every pixel), with the head in ``tables[f"{{key_added}}_dense_head"]``;
+        a gene is ``weight @ latent + bias`` at every pixel and, the head being linear, over every bin, shape and
+        pyramid level too, so the tables are the same as with ``"genes"`` (up to float rounding), and
+        :func:`stpredict.pl.expression_map`, :func:`stpredict.tl.aggregate`, :func:`stpredict.tl.decode_map`
+        (a map of chosen genes as an image element) and :func:`stpredict.io.read_table` read genes from it. Only
+        for models whose output is that head (PixNet with ``map_space="log"`` and the identity activation).
+        The fastest choice for many slides (``benchmarks/README.md``, "predict_dense vs the forward pass").
     {overwrite}
     {device}
     progress
@@ -511,7 +535,8 @@ def predict_dense(
     Names of the elements added, in the order they were written:
 
     - ``images[f"{{key_added}}_dense"]``: ``(c=genes, y, x)`` float32 at ``out_mpp``, multiscale,
-      placed on the H&E in every coordinate system the H&E has; 0 (not predicted) off the tissue;
+      placed on the H&E in every coordinate system the H&E has; 0 (not predicted) off the tissue; with
+      ``map_as="latent"`` ``(c=latent_00…, y, x)``, and ``tables[f"{{key_added}}_dense_head"]`` its head;
     - for each bin size ``b``: ``tables[f"{{key_added}}_square_00bum"]`` (``X`` = predicted expression; for
       bins of one map pixel, e.g. 2 µm bins of a 2 µm map, ``X`` is the map itself and is not stored a second
       time: in ``sdata`` it is a dask array read from the map, and :func:`stpredict.io.read_table` reads it so
@@ -552,7 +577,18 @@ def predict_dense(
     out_mpp = check_number("out_mpp", out_mpp)
     chunk_size = check_int("chunk_size", chunk_size, minimum=16)
     margin = None if margin is None else check_int("margin", margin, minimum=0)
-    engine = model.engine(sdata, image_key=image_key, out_mpp=out_mpp, chunk_size=chunk_size, margin=margin)
+    if map_as not in ("genes", "latent"):
+        raise ValueError(f"`map_as` must be 'genes' or 'latent', got {map_as!r}.")
+    engine = model.engine(
+        sdata,
+        image_key=image_key,
+        out_mpp=out_mpp,
+        chunk_size=chunk_size,
+        margin=margin,
+        latent=map_as == "latent",
+    )
+    head = engine.head() if map_as == "latent" else None
+    channels = list(genes) if head is None else [f"{LATENT_PREFIX}{i:02d}" for i in range(engine.n_genes)]
     max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
     if dtype not in ("float32", "float16"):
         raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}.")
@@ -579,7 +615,7 @@ def predict_dense(
     if bins_as not in ("auto", "shapes", "labels"):
         raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', got {bins_as!r}.")
     dense_name = f"{key_added}_dense"
-    names = [dense_name]
+    names = [dense_name, head_name(dense_name)]  # the head always: a re-run with map_as="genes" removes it
     for b in bins_um:
         # both: a re-run with overwrite=True that switches representation removes the other one
         names += [f"{key_added}_{C.square_key(b)}_{kind}" for kind in ("shapes", "labels")]
@@ -613,6 +649,7 @@ def predict_dense(
         **prediction_record(model, image_key=image_key, mpp=mpp),
         "out_mpp": float(out_mpp),
         "map": dense_name,
+        "map_as": map_as,
         "tiling": drop_none(
             {
                 "chunk_size": int(engine.chunk_size),
@@ -653,16 +690,33 @@ def predict_dense(
     in_memory = sum(len(order[k][0]) for k in in_pass) * n_genes <= max_in_memory
     # everything is computed first; the writer adds it to sdata (and its store) only when all of it succeeded
     with writer:
-        element_dir = writer.stage(
-            dense_name, _map_skeleton(genes, (Hd, Wd), dtype, chunk, map_ts), raster_compressor=MAP_COMPRESSOR
+        skeleton = _map_skeleton(
+            channels, (Hd, Wd), dtype, chunk, map_ts, per_chunk=None if head is None else len(channels)
         )
+        element_dir = writer.stage(dense_name, skeleton, raster_compressor=MAP_COMPRESSOR)
+        if head is not None:
+            head_tbl = TableModel.parse(
+                head_table(
+                    *head,
+                    genes,
+                    channels,
+                    {
+                        **params,
+                        "head_of": dense_name,
+                        "values": "the linear head of the latent map: a gene's predicted value at a map pixel "
+                        "is X[gene] @ latent + obs['bias'][gene] (0 where the latent map is 0: not predicted)",
+                    },
+                )
+            )
         levels = level_paths(element_dir)
         level1 = levels[1] if len(levels) > 1 and chunk % 2 == 0 else None
         parts = None if in_memory else writer.scratch / f"bins-{uuid.uuid4().hex[:8]}"
         if parts is not None:
             parts.mkdir()
         logger.info(
-            f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px ({len(blocks)} of "
+            f"Predicting a {n_genes} x {Hd} x {Wd} map at {out_mpp} µm/px"
+            + ("" if head is None else f", stored as {len(channels)} latent channels")
+            + f" ({len(blocks)} of "
             f"{(len(ey) - 1) * (len(ex) - 1)} blocks touch the tissue, {int(mask.mean() * 100)}% of the map)."
         )
         token = uuid.uuid4().hex
@@ -680,6 +734,7 @@ def predict_dense(
                 level1,
                 in_pass,
                 None if parts is None else str(parts),
+                head,
             )
             for y0, y1, x0, x1 in blocks
         ]
@@ -695,6 +750,8 @@ def predict_dense(
         _release_memory()
         dense_el = writer.read_staged(dense_name)
         writer.add(dense_name, dense_el)
+        if head is not None:
+            writer.add(head_name(dense_name), head_tbl)
         stored = full_resolution(dense_el).transpose("c", "y", "x").data
         for b in bins_um:
             k, on = ks[b], grids[b]
@@ -721,6 +778,8 @@ def predict_dense(
                 lazy_tables[table_name] = ("map", (rows, cols))
             else:  # a bin size that does not tile the blocks: from the stored map
                 X, rows, cols = _bins(stored, on, k, mask)
+                if head is not None:
+                    X = apply_head(X, *head)
                 if X.size <= max_in_memory:
                     X = np.asarray(X.compute(), dtype=np.float32)
                 else:
@@ -774,7 +833,11 @@ def predict_dense(
                 TableModel.parse(table, region=region, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
             )
         _release_memory()
-        view = sd.SpatialData(images={dense_name: dense_el}, shapes={s: sdata.shapes[s] for s in shapes})
+        view = sd.SpatialData(
+            images={dense_name: dense_el},
+            shapes={s: sdata.shapes[s] for s in shapes},
+            tables={} if head is None else {head_name(dense_name): head_tbl},
+        )
         for s in shapes:
             table = aggregate_table(view, values=dense_name, by=s)
             table.uns[C.UNS_KEY] = {
@@ -796,9 +859,11 @@ def predict_dense(
         store = writer.store
         for name, (kind, info) in lazy_tables.items():
             if kind == "map":
-                sdata.tables[name].X = map_pixel_values(dense, *info)
+                X = map_pixel_values(dense, *info)
+                sdata.tables[name].X = X if head is None else apply_head(X, *head)
             elif kind == "bins":
-                sdata.tables[name].X = _bins(dense, *info, mask)[0]
+                X = _bins(dense, *info, mask)[0]
+                sdata.tables[name].X = X if head is None else apply_head(X, *head)
             elif (
                 store is not None
             ):  # the parts were in the transaction folder, now gone: the stored table's X
