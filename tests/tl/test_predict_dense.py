@@ -490,6 +490,20 @@ def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, mo
         drawn.append(np.ma.filled(ax.images[1].get_array().astype(np.float64), np.nan))
         plt.close(ax.figure)
     np.testing.assert_allclose(drawn[1], drawn[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+    # chosen genes as an image element (for spatialdata-plot), every level decoded from the latent level
+    assert stp.tl.decode_map(s, "lat_dense", model.genes[2:4]) == "lat_dense_genes"
+    dec = sd.read_zarr(tmp_path / "s.zarr")["lat_dense_genes"]
+    on0 = (s["pixnet_dense"]["scale0"].image.values != 0).any(0)
+    for level, f in (("scale0", 1), ("scale1", 2)):
+        want = s["pixnet_dense"][level].image.values[2:4]
+        got = dec[level].image
+        assert list(got.c.values) == model.genes[2:4] and got.dtype == np.float32
+        # a coarser pixel that covers glass is the head of a mean that counts glass as latent 0: compare the others
+        h, w = want.shape[1:]
+        full = on0[: h * f, : w * f].reshape(h, f, w, f).all((1, 3))
+        np.testing.assert_allclose(got.values[:, full], want[:, full], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not a latent map"):
+        stp.tl.decode_map(s, "pixnet_dense", model.genes[:1])
     # a re-run as genes replaces the latent map and removes its head, in memory and in the store
     stp.tl.predict_dense(s, model, key_added="lat", overwrite=True, **kw)
     assert (

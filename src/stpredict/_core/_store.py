@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from spatialdata import SpatialData
 
 from .._logging import logger, quiet_ome_zarr
@@ -376,30 +377,75 @@ def _finish_root(
 
 
 # --------------------------------------------------------------------------------------------------- transactions
-def _write_table(tables: Path, name: str, table: Any) -> None:
+class _Encoder:
+    """anndata's on-disk encoding of ``uns`` entries, each distinct leaf encoded once (per :func:`_write_new_store`).
+
+    anndata writes every entry of a dict as a zarr array of its own, ~5 ms each even in memory (zarr's asynchronous
+    API); the tables of one write share most of their provenance record (model, recipe, tiling, genes), so a leaf
+    already encoded is not encoded again. The bytes are anndata's own.
+    """
+
+    def __init__(self, zarr_format: int) -> None:
+        self.zarr_format = zarr_format
+        self.cache: dict[Any, dict[str, bytes]] = {}
+
+    def _encode(self, value: Any) -> dict[str, bytes]:
+        import anndata as ad
+        import zarr
+
+        files: dict[str, Any] = {}
+        group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=self.zarr_format)
+        ad.io.write_elem(group, "v", value)
+        return {k[2:]: b.to_bytes() for k, b in files.items() if k.startswith("v/")}
+
+    def files(self, value: Any) -> dict[str, bytes]:
+        """The files of ``value`` written under a key: paths relative to the key's folder -> bytes."""
+        if isinstance(value, dict) and all(isinstance(k, str) and k and "/" not in k for k in value):
+            out = dict(self._cached(("dict",), {}))  # the group
+            for k, v in value.items():
+                out.update({f"{k}/{rel}": b for rel, b in self.files(v).items()})
+            return out
+        key: Any = None
+        if isinstance(value, str | bool | int | float | np.generic):
+            key = (type(value).__name__, value)
+        elif isinstance(value, list | tuple) and all(isinstance(v, str | bool | int | float) for v in value):
+            key = (type(value).__name__, tuple((type(v).__name__, v) for v in value))
+        return self._encode(value) if key is None else self._cached(key, value)
+
+    def _cached(self, key: Any, value: Any) -> dict[str, bytes]:
+        if key not in self.cache:
+            self.cache[key] = self._encode(value)
+        return self.cache[key]
+
+
+def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None:
     """Write ``table`` as spatialdata does into the ``tables`` group folder of a store, its small parts at once.
 
     spatialdata writes a table through anndata, which writes every column, index and ``uns`` entry as a zarr array
     of its own through zarr's asynchronous local store: ~10 ms each, ~0.6 s for a table with a provenance record
-    whatever its size. Here everything but ``X`` is encoded in memory by the same writer and then written as plain
-    files (~0.15 s; the same files), and ``X`` (possibly larger than memory, e.g. a dask array) is written by anndata
-    into the store as usual.
+    whatever its size. Here everything but ``X`` and ``uns`` is encoded in memory by the same writer, ``uns`` by
+    ``encoder``, and written as plain files (the same files); ``X`` (possibly larger than memory, e.g. a dask
+    array) is written by anndata into the store as usual.
     """
     import anndata as ad
     import zarr
     from spatialdata._io.io_table import write_table
 
     files: dict[str, Any] = {}
-    fmt = 3 if (tables / "zarr.json").is_file() else 2
     X = table.X
-    small = ad.AnnData(obs=table.obs, var=table.var, uns=table.uns, obsm=table.obsm, varm=table.varm)
+    attrs = {k: v for k, v in table.uns.items() if k == "spatialdata_attrs"}
+    small = ad.AnnData(obs=table.obs, var=table.var, uns=attrs, obsm=table.obsm, varm=table.varm)
     small.obsp, small.varp, small.layers = table.obsp, table.varp, table.layers
-    write_table(small, zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=fmt), name)
-    for k, buf in files.items():
-        if k.startswith(f"{name}/"):
-            path = tables / k
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(buf.to_bytes())
+    group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=encoder.zarr_format)
+    write_table(small, group, name)
+    out = {k: buf.to_bytes() for k, buf in files.items() if k.startswith(f"{name}/")}
+    for key, value in table.uns.items():
+        if key != "spatialdata_attrs":
+            out.update({f"{name}/uns/{key}/{rel}": b for rel, b in encoder.files(value).items()})
+    for k, b in out.items():
+        path = tables / k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b)
     if X is not None:
         ad.io.write_elem(zarr.open_group(str(tables / name), mode="r+"), "X", X)
 
@@ -416,8 +462,9 @@ def _write_new_store(sdata: SpatialData, path: Path) -> None:
     if sdata.tables:
         group = zarr.open_group(str(path), mode="r+")
         group.require_group("tables")
+        encoder = _Encoder(3 if (path / "tables" / "zarr.json").is_file() else 2)
         for name, table in sdata.tables.items():
-            _write_table(path / "tables", name, table)
+            _write_table(path / "tables", name, table, encoder)
 
 
 def _move_element(src_store: Path, dst_store: Path, kind: str, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from ..pp._tissue import tiles_mask, tissue_mask
 from ._aggregate import aggregate
+from ._decode import decode_map
 from ._evaluate import evaluate
 from ._predict_dense import predict_dense
 from ._predict_shapes import predict_shapes
@@ -10,6 +11,7 @@ from ._train import train
 
 __all__ = [
     "aggregate",
+    "decode_map",
     "evaluate",
     "predict_dense",
     "predict_shapes",

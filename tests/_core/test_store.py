@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import spatialdata as sd
+from spatialdata.models import TableModel
+
+from stpredict._core import ElementWriter
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _table(i: int) -> ad.AnnData:
+    rng = np.random.default_rng(i)
+    t = ad.AnnData(
+        X=rng.normal(size=(50, 3)).astype(np.float32),
+        obs=pd.DataFrame(
+            {"array_row": np.arange(50), "region": pd.Categorical(["r"] * 50), "instance_id": np.arange(50)},
+            index=pd.Index([f"b{j}" for j in range(50)]),
+        ),
+        var=pd.DataFrame(index=pd.Index(["G1", "G2", "G3"])),
+    )
+    t.obsm["spatial"] = rng.normal(size=(50, 2))
+    shared = {"model": "PixNet", "recipe": {"target_sum": 1e4, "log1p": True}, "genes": ["G1", "G2", "G3"]}
+    t.uns["stpredict"] = {
+        **shared,
+        "bin_um": 8 * (i + 1),
+        "footprint": {"kind": "square bins", "n_bins": 50, "empty": {}},
+        "values": f"table {i}",
+        "weights": np.arange(4.0) * i,
+        "flag": i == 0,
+    }
+    t.uns["other"] = {"note": "kept"}
+    return TableModel.parse(t, region="r", region_key="region", instance_key="instance_id")
+
+
+def test_tables_are_written_as_spatialdata_writes_them(tmp_path):
+    """The ElementWriter writes a table's small parts from memory and shared provenance leaves once: same files."""
+    tables = {f"t{i}": _table(i) for i in range(3)}
+    sd.SpatialData(tables=tables).write(tmp_path / "ref.zarr")
+    s = sd.SpatialData()
+    s.write(tmp_path / "s.zarr")
+    s = sd.read_zarr(tmp_path / "s.zarr")
+    with ElementWriter(s, list(tables), overwrite=False, by="test") as w:
+        for n, t in tables.items():
+            w.add(n, t)
+    for n in tables:
+        assert _files(tmp_path / "s.zarr" / "tables" / n) == _files(tmp_path / "ref.zarr" / "tables" / n), n
+        back = sd.read_zarr(tmp_path / "s.zarr").tables[n]
+        assert back.uns["stpredict"]["values"] == tables[n].uns["stpredict"]["values"]
+        np.testing.assert_array_equal(back.uns["stpredict"]["weights"], tables[n].uns["stpredict"]["weights"])
+        np.testing.assert_array_equal(back.X, tables[n].X)
+    # the objects in memory are the ones given, their uns whole
+    assert s.tables["t1"] is tables["t1"] and s.tables["t1"].uns["other"] == {"note": "kept"}
