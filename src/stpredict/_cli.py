@@ -48,6 +48,7 @@ def _read_zarr(path: str | Path) -> SpatialData:
 def summary(sdata: SpatialData) -> str:
     """A short human-readable summary: images with pixel sizes, tables with sizes and what they hold."""
     from ._core import full_resolution, get_mpp
+    from ._core._latent import head_name, map_head
 
     lines = []
     for key, el in sdata.images.items():
@@ -58,8 +59,13 @@ def summary(sdata: SpatialData) -> str:
             extent = f", {dims['x'] * get_mpp(sdata, key) / 1000:.2f} x {dims['y'] * get_mpp(sdata, key) / 1000:.2f} mm"
         except ValueError:
             mpp, extent = "pixel size unknown", ""
+        latent = (
+            f" (a latent map: {len(head[2])} genes through its head, table {head_name(key)!r})"
+            if (head := map_head(sdata, key)) is not None
+            else ""
+        )
         lines.append(
-            f"image  {key}: {dims['c']} x {dims['y']} x {dims['x']} (c, y, x) {arr.dtype}, {mpp}{extent}"
+            f"image  {key}: {dims['c']} x {dims['y']} x {dims['x']} (c, y, x) {arr.dtype}, {mpp}{extent}{latent}"
         )
     annotated = set()
     for t in sdata.tables.values():
@@ -619,6 +625,7 @@ def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: s
         bins_as=args.bins_as,
         shapes=args.shapes,
         dtype=args.dtype,
+        map_as=args.map_as,
         overwrite=args.overwrite,
     )
     print(f"wrote to {target}: {', '.join(names)}")
@@ -818,6 +825,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="precision of the stored map (float16: half the size, drawn by stpredict's plots but not by "
         "spatialdata-plot; bins are computed in float32 either way)",
+    )
+    p.add_argument(
+        "--map-as",
+        choices=["genes", "latent"],
+        default="genes",
+        help="what the stored map holds: one channel per gene, or the network's last features and its linear "
+        "head (a quarter of the bytes for the default PixNet, the same tables; stpredict's readers decode genes, "
+        "`stpredict.tl.decode_map` writes chosen genes for spatialdata-plot)",
     )
     p.add_argument(
         "--shapes",
