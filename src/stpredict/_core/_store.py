@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import datetime
 import hashlib
 import json
@@ -418,6 +419,19 @@ class _Encoder:
         return self.cache[key]
 
 
+def release_memory() -> None:
+    """Give the memory freed by the block tasks back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Blocks are computed in dask's threads, each with its own malloc arena; what they free stays in those arenas,
+    where the main thread's allocations (the tables) cannot use it, so the process's peak RSS would be the sum of
+    high-water marks rather than of what is alive (as ``dask.distributed`` does on its workers).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None:
     """Write ``table`` as spatialdata does into the ``tables`` group folder of a store, its small parts at once.
 
@@ -438,14 +452,15 @@ def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None
     small.obsp, small.varp, small.layers = table.obsp, table.varp, table.layers
     group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=encoder.zarr_format)
     write_table(small, group, name)
-    out = {k: buf.to_bytes() for k, buf in files.items() if k.startswith(f"{name}/")}
+    out = {k: buf.as_numpy_array() for k, buf in files.items() if k.startswith(f"{name}/")}  # no copies
+    files.clear()
     for key, value in table.uns.items():
         if key != "spatialdata_attrs":
             out.update({f"{name}/uns/{key}/{rel}": b for rel, b in encoder.files(value).items()})
-    for k, b in out.items():
+    for k in list(out):
         path = tables / k
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b)
+        path.write_bytes(out.pop(k))
     if X is not None:
         ad.io.write_elem(zarr.open_group(str(tables / name), mode="r+"), "X", X)
 
@@ -463,6 +478,7 @@ def _write_new_store(sdata: SpatialData, path: Path) -> None:
         group = zarr.open_group(str(path), mode="r+")
         group.require_group("tables")
         encoder = _Encoder(3 if (path / "tables" / "zarr.json").is_file() else 2)
+        release_memory()  # what the computation freed, before the tables' encodings
         for name, table in sdata.tables.items():
             _write_table(path / "tables", name, table, encoder)
 

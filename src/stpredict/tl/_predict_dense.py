@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 import uuid
@@ -39,6 +38,7 @@ from .._core._aggregate import map_pixel_values
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._image import level_paths
 from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table
+from .._core._store import release_memory
 from .._core._validate import (
     check_int,
     check_model,
@@ -64,19 +64,6 @@ NO_DATA = 0.0
 #: The map's codec (spatialdata's ``raster_compressor``): Blosc-LZ4, about 2.6x zstd's speed at a similar size on
 #: these smooth maps (benchmarks/README.md, "predict_dense vs the forward pass").
 MAP_COMPRESSOR = {"lz4": 5}
-
-
-def _release_memory() -> None:
-    """Give the memory freed by the block tasks back to the system (glibc's ``malloc_trim``; elsewhere nothing).
-
-    Blocks are computed in dask's threads, each with its own malloc arena; what they free stays in those arenas,
-    where the main thread's allocations (the tables) cannot use it, so the process's peak RSS would be the sum of
-    high-water marks rather than of what is alive (as ``dask.distributed`` does on its workers).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _genes_per_chunk(n_genes: int, chunk: int, itemsize: int) -> int:
@@ -745,9 +732,9 @@ def predict_dense(
         local = get_scheduler(collections=tasks) is dask.threaded.get
         with engine.running(device), ctx:
             results = dask.compute(*tasks, **({"num_workers": 1} if local else {}))
-        _release_memory()
+        release_memory()
         _fill_levels(levels, start=1 if level1 is None else 2)
-        _release_memory()
+        release_memory()
         dense_el = writer.read_staged(dense_name)
         writer.add(dense_name, dense_el)
         if head is not None:
@@ -832,7 +819,7 @@ def predict_dense(
                 table_name,
                 TableModel.parse(table, region=region, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
             )
-        _release_memory()
+        release_memory()
         view = sd.SpatialData(
             images={dense_name: dense_el},
             shapes={s: sdata.shapes[s] for s in shapes},
