@@ -9,7 +9,8 @@ million polygons, and its ``X`` stays on disk. Each step runs in its own process
 1. ``predict``: the map and the 2/8/16 µm tables, written into the store;
 2. ``read``: ``spatialdata.read_zarr`` of the labels and tables (spatialdata loads a table's ``X`` into memory);
 3. ``lazy``: the 2 µm table through ``stpredict.io.read_table`` (``X`` stays on disk) and one gene's
-   mean over all bins computed from it.
+   mean over all bins computed from it;
+4. ``scanpy``: the 16 and 8 µm tables (``io.read_table``), PCA, neighbours and Leiden on each.
 
     python benchmarks/capture_area.py                      # 6.5 mm, 50 genes
     python benchmarks/capture_area.py --mm 1 --genes 10    # a quick run
@@ -120,6 +121,23 @@ def step_lazy(path: Path) -> dict:
     }
 
 
+def step_scanpy(path: Path) -> dict:
+    import scanpy as sc
+
+    import stpredict as stp
+
+    t0 = time.perf_counter()
+    out = {}
+    for b in (16, 8):
+        t = stp.io.read_table(path, f"pixnet_square_{b:03d}um", lazy=False)
+        sc.pp.pca(t, n_comps=min(20, t.n_vars - 1))
+        sc.pp.neighbors(t)
+        sc.tl.leiden(t, flavor="igraph", n_iterations=2)
+        out[f"clusters_{b}um"] = int(t.obs["leiden"].nunique())
+        out[f"n_bins_{b}um"] = int(t.n_obs)
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mib": _rss_mib(), **out}
+
+
 def _child(step: str, path: Path, n_genes: int, bins_as: str) -> dict:
     cmd = [sys.executable, __file__, "--step", step, str(path), "--genes", str(n_genes), "--bins-as", bins_as]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -145,6 +163,7 @@ def main() -> None:
             "read": lambda: step_read(path),
         }
         fn["lazy"] = lambda: step_lazy(path)
+        fn["scanpy"] = lambda: step_scanpy(path)
         print(json.dumps(fn[step]()))
         return
     import torch
@@ -161,7 +180,9 @@ def main() -> None:
         t0 = time.perf_counter()
         make_store(args.mm, path)
         print(f"capture area {args.mm:g} x {args.mm:g} mm written in {time.perf_counter() - t0:.0f} s")
-        p, r, lz = (_child(step, path, args.genes, args.bins_as) for step in ("predict", "read", "lazy"))
+        p, r, lz, sp = (
+            _child(step, path, args.genes, args.bins_as) for step in ("predict", "read", "lazy", "scanpy")
+        )
     print(
         f"\n2 µm bins: {p['n_bins_2um']:,} ({args.genes} genes), table annotates {p['region_2um']!r}, "
         f"X lazy: {p['x_lazy']}"
@@ -179,6 +200,11 @@ def main() -> None:
     print(
         f"| stp.io.read_table of the 2 µm table (X on disk) + one gene's mean | {lz['wall_s']:.0f} | "
         f"{lz['peak_rss_mib']:.0f} | |"
+    )
+    print(
+        f"| scanpy PCA, neighbours and Leiden on the 16 µm ({sp['n_bins_16um']:,}; {sp['clusters_16um']} clusters) "
+        f"and 8 µm ({sp['n_bins_8um']:,}; {sp['clusters_8um']} clusters) tables | {sp['wall_s']:.0f} | "
+        f"{sp['peak_rss_mib']:.0f} | |"
     )
 
 

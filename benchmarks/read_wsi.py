@@ -132,7 +132,7 @@ def _n_obs(table: Path) -> int:
     import zarr
 
     obs = zarr.open_group(str(table / "obs"), mode="r")
-    return int(obs[obs.attrs["_index"]].shape[0])
+    return int(next(a.shape[0] for _, a in obs.arrays()))  # any column (the index may be a group of arrays)
 
 
 def run_predict(path: Path, model_dir: Path, out: Path, bins: list[str] | None = None) -> dict:

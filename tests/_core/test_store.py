@@ -57,3 +57,20 @@ def test_tables_are_written_as_spatialdata_writes_them(tmp_path):
         np.testing.assert_array_equal(back.X, tables[n].X)
     # the objects in memory are the ones given, their uns whole
     assert s.tables["t1"] is tables["t1"] and s.tables["t1"].uns["other"] == {"note": "kept"}
+
+
+def test_tables_with_raw_layers_or_odd_uns_names_are_written_by_spatialdata(tmp_path):
+    """What the fast path does not encode itself (raw, layers, pairwise arrays) is written, not dropped."""
+    t = _table(0)
+    t.layers["counts"] = t.X * 2
+    t.raw = t.copy()
+    t.obsp["d"] = np.eye(50, dtype=np.float32)
+    s = sd.SpatialData()
+    s.write(tmp_path / "s.zarr")
+    s = sd.read_zarr(tmp_path / "s.zarr")
+    with ElementWriter(s, ["t"], overwrite=False, by="test") as w:
+        w.add("t", t)
+    back = sd.read_zarr(tmp_path / "s.zarr").tables["t"]
+    np.testing.assert_array_equal(back.layers["counts"], t.layers["counts"])
+    np.testing.assert_array_equal(back.raw.X, t.raw.X)
+    np.testing.assert_array_equal(back.obsp["d"], t.obsp["d"])

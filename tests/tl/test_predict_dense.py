@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import spatialdata as sd
-from spatialdata.models import Image2DModel
+from spatialdata.models import Image2DModel, ShapesModel
 from spatialdata.transformations import Identity, get_transformation
 
 import stpredict as stp
@@ -482,8 +484,22 @@ def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, mo
         np.asarray(s.tables["agg"].X), np.asarray(s.tables["pixnet_visium"].X)[:, 1:3], rtol=1e-5, atol=1e-5
     )
     assert list(s.tables["agg"].var_names) == model.genes[1:3]
-    with pytest.raises(ValueError, match="how='mean'"):
-        stp.tl.aggregate(s, values="lat_dense", by="visium", how="sum")
+    # squares partly and wholly on glass (not predicted: the genes are 0 there, the latent channels too)
+    boxes = [shapely.box(x, y, x + 160, y + 160) for x in (0, 480, 1100) for y in (0, 400, 860)]
+    s["squares"] = ShapesModel.parse(
+        gpd.GeoDataFrame(geometry=boxes), transformations={"synthetic": Identity()}
+    )
+    off = ~on  # map pixels without data
+    assert off.any() and on.any()
+    for how in ("mean", "sum"):
+        for v in ("lat_dense", "pixnet_dense"):
+            stp.tl.aggregate(s, values=v, by="squares", how=how, key_added=f"sq_{v}_{how}")
+        np.testing.assert_allclose(
+            np.asarray(s.tables[f"sq_lat_dense_{how}"].X),
+            np.asarray(s.tables[f"sq_pixnet_dense_{how}"].X),
+            rtol=1e-5,
+            atol=1e-4,
+        )
     # the plot decodes the gene it draws
     import matplotlib.pyplot as plt
 
@@ -507,6 +523,8 @@ def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, mo
         np.testing.assert_allclose(got.values[:, full], want[:, full], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="not a latent map"):
         stp.tl.decode_map(s, "pixnet_dense", model.genes[:1])
+    with pytest.raises(ValueError, match="would replace the latent map"):
+        stp.tl.decode_map(s, "lat_dense", model.genes[:1], key_added="lat_dense", overwrite=True)
     # a re-run as genes replaces the latent map and removes its head, in memory and in the store
     stp.tl.predict_dense(s, model, key_added="lat", overwrite=True, **kw)
     assert (
@@ -514,6 +532,12 @@ def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, mo
     )
     with pytest.raises(ValueError, match="map_as"):
         stp.tl.predict_dense(s, model, key_added="x", map_as="pixels", **kw)
+    # a table of the user's that happens to be called like a head is not read as one (a warning), nor written over
+    stp.tl.aggregate(s, values="pixnet_dense", by="visium", key_added="pixnet_dense_head")
+    ax = stp.pl.expression_map(s, model.genes[0], show=False)
+    plt.close(ax.figure)
+    stp.tl.predict_dense(s, model, overwrite=True, **kw)
+    assert "pixnet_dense_head" in s.tables and "pixnet_dense_head" in sd.read_zarr(tmp_path / "s.zarr").tables
 
 
 def test_latent_map_needs_a_linear_head(slide):

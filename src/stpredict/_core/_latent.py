@@ -3,8 +3,9 @@
 ``tl.predict_dense(map_as="latent")`` stores the dense map as the network's last decoder features (64 channels for
 the default PixNet) instead of its genes (250 by default), with the model's 1×1 head as a table
 ``tables[f"{map}_head"]`` (``X`` = weight, genes × channels; ``obs["bias"]``). The head is linear, so a gene's value
-at a pixel, and any mean of it over pixels (bins, shapes, pyramid levels), is the head applied to the latent values
-or their mean. This module is what the readers (``pl.expression_map``, ``tl.aggregate``, ``io.read_table``) use to
+at a pixel is the head of the latent values, and its mean over pixels that all hold data (bins, named shapes) the head
+of their latent mean; over pixels of which some hold none (latent 0 in every channel, where a gene is 0 too) it is
+``weight @ mean + share * bias`` with the share of pixels with data (``tl.aggregate`` does so). This module is what the readers (``pl.expression_map``, ``tl.aggregate``, ``io.read_table``) use to
 see the genes.
 """
 
@@ -44,23 +45,51 @@ def head_table(
     return table
 
 
-def _from_table(table: ad.AnnData, map_name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _from_table(table: ad.AnnData, map_name: str, channels: Sequence[str] | None) -> tuple | None:
+    """The head in ``table`` if it is the head of ``map_name`` (with ``channels``, the map's); else ``None``."""
     record = table.uns.get(C.UNS_KEY, {})
-    if record.get("head_of") != map_name:
-        raise ValueError(
-            f"The table {head_name(map_name)!r} is not the head of the latent map {map_name!r} "
-            f"(its uns[{C.UNS_KEY!r}]['head_of'] is {record.get('head_of')!r})."
+    weight = np.asarray(table.X, np.float32) if table.X is not None else None
+    ok = (
+        isinstance(record, dict)
+        and record.get("head_of") == map_name
+        and "bias" in table.obs
+        and weight is not None
+        and weight.ndim == 2
+        and (
+            channels is None
+            or (len(channels) == weight.shape[1] and all(str(c).startswith(LATENT_PREFIX) for c in channels))
         )
-    weight = np.asarray(table.X, np.float32)
+    )
+    if not ok:
+        from .._logging import logger
+
+        logger.warning(
+            f"The table {head_name(map_name)!r} is not the head of the latent map {map_name!r} (no matching "
+            f"uns[{C.UNS_KEY!r}]['head_of'], obs['bias'] or latent channels): {map_name!r} is read as it is."
+        )
+        return None
     return weight, table.obs["bias"].to_numpy(np.float32), [str(g) for g in table.obs_names]
 
 
+def _channels(sdata: Any, map_name: str) -> list[str] | None:
+    images = getattr(sdata, "images", {})
+    if map_name not in images:
+        return None
+    el = images[map_name]
+    arr = el["scale0"]["image"] if hasattr(el, "children") and "scale0" in el.children else el
+    return [str(c) for c in arr.coords["c"].values] if "c" in arr.coords else None
+
+
 def map_head(sdata: Any, map_name: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """``(weight, bias, genes)`` of the latent map ``map_name`` of ``sdata``; ``None`` for a map of genes."""
+    """``(weight, bias, genes)`` of the latent map ``map_name`` of ``sdata``; ``None`` for a map of genes.
+
+    A table named like a head that is not this map's head (or a map whose channels are not latent) reads as no head,
+    with a warning.
+    """
     table = sdata.tables.get(head_name(map_name)) if hasattr(sdata, "tables") else None
     if table is None:
         return None
-    return _from_table(table, map_name)
+    return _from_table(table, map_name, _channels(sdata, map_name))
 
 
 def read_head(store: Any, map_name: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
@@ -70,7 +99,7 @@ def read_head(store: Any, map_name: str) -> tuple[np.ndarray, np.ndarray, list[s
     folder = store / "tables" / head_name(map_name)
     if not folder.is_dir():
         return None
-    return _from_table(ad.io.read_elem(zarr.open_group(str(folder), mode="r")), map_name)
+    return _from_table(ad.io.read_elem(zarr.open_group(str(folder), mode="r")), map_name, None)
 
 
 def apply_head(X: Any, weight: np.ndarray, bias: np.ndarray) -> Any:

@@ -14,7 +14,8 @@ The protocol on a zarr-backed SpatialData, in the manner of a database journal:
    Nothing is deleted here.
 2. **Stage**: a transaction folder ``<store>/.stpredict/tx-<id>/`` holds the scratch arrays and a SpatialData
    ``staged.zarr`` with the new elements (elements staged early by :meth:`ElementWriter.stage`, e.g. a map filled
-   in place, sit there, and the others are written beside it in one ``rest.zarr``). spatialdata never lists the hidden ``.stpredict`` folder, so a kill at
+   in place, sit there; the others are written in one ``rest.zarr`` and moved beside them). spatialdata never lists
+   the hidden ``.stpredict`` folder, so a kill at
    this stage leaves the store exactly as it was; the folder of a dead process is swept by the next write.
 3. **Commit**: ``journal.json`` (written atomically) records the moves; from here the transaction rolls forward,
    now or, after a kill, on the next write (:func:`recover_store`).
@@ -378,6 +379,18 @@ def _finish_root(
 
 
 # --------------------------------------------------------------------------------------------------- transactions
+def _plain_key(key: Any) -> bool:
+    """Whether ``key`` is a name anndata writes as a folder of its own (else the slow path, where anndata decides)."""
+    return (
+        isinstance(key, str)
+        and key not in ("", ".", "..")
+        and "/" not in key
+        and "\\" not in key
+        and not key.startswith(".z")
+        and key != "zarr.json"
+    )
+
+
 class _Encoder:
     """anndata's on-disk encoding of ``uns`` entries, each distinct leaf encoded once (per :func:`_write_new_store`).
 
@@ -401,7 +414,7 @@ class _Encoder:
 
     def files(self, value: Any) -> dict[str, bytes]:
         """The files of ``value`` written under a key: paths relative to the key's folder -> bytes."""
-        if isinstance(value, dict) and all(isinstance(k, str) and k and "/" not in k for k in value):
+        if isinstance(value, dict) and all(_plain_key(k) for k in value):
             out = dict(self._cached(("dict",), {}))  # the group
             for k, v in value.items():
                 out.update({f"{k}/{rel}": b for rel, b in self.files(v).items()})
@@ -437,19 +450,28 @@ def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None
 
     spatialdata writes a table through anndata, which writes every column, index and ``uns`` entry as a zarr array
     of its own through zarr's asynchronous local store: ~10 ms each, ~0.6 s for a table with a provenance record
-    whatever its size. Here everything but ``X`` and ``uns`` is encoded in memory by the same writer, ``uns`` by
-    ``encoder``, and written as plain files (the same files); ``X`` (possibly larger than memory, e.g. a dask
-    array) is written by anndata into the store as usual.
+    whatever its size. Here ``obs``, ``var``, ``obsm`` and ``varm`` are encoded in memory by the same writer, ``uns``
+    by ``encoder``, and written as plain files (the same files); ``X`` (possibly larger than memory, e.g. a dask
+    array) is written by anndata into the store as usual. A table with ``raw``, layers or pairwise arrays (which
+    may be large) is written by spatialdata as it is.
     """
     import anndata as ad
     import zarr
     from spatialdata._io.io_table import write_table
 
+    if (
+        table.raw is not None
+        or len(table.layers)
+        or len(table.obsp)
+        or len(table.varp)
+        or not all(_plain_key(k) for k in table.uns)
+    ):  # parts that may be large, or names anndata should judge: spatialdata's own write, into the store
+        write_table(table, zarr.open_group(str(tables), mode="r+"), name)
+        return
     files: dict[str, Any] = {}
     X = table.X
     attrs = {k: v for k, v in table.uns.items() if k == "spatialdata_attrs"}
     small = ad.AnnData(obs=table.obs, var=table.var, uns=attrs, obsm=table.obsm, varm=table.varm)
-    small.obsp, small.varp, small.layers = table.obsp, table.varp, table.layers
     group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=encoder.zarr_format)
     write_table(small, group, name)
     out = {k: buf.as_numpy_array() for k, buf in files.items() if k.startswith(f"{name}/")}  # no copies
@@ -483,18 +505,17 @@ def _write_new_store(sdata: SpatialData, path: Path) -> None:
             _write_table(path / "tables", name, table, encoder)
 
 
-def _move_element(src_store: Path, dst_store: Path, kind: str, name: str) -> None:
+def _move_element(src_store: Path, dst_store: Path, kind: str, name: str, rename: Any = None) -> None:
     """Move the folder of element ``kind/name`` from one SpatialData store to another (a rename, same filesystem).
 
-    Where the destination has no group of this type yet, the group's metadata files are copied first.
+    The metadata files of the type's group that the destination lacks are copied first.
     """
     src, dst = src_store / kind / name, dst_store / kind / name
-    if not dst.parent.exists():
-        dst.parent.mkdir()
-        for f in src.parent.iterdir():
-            if f.is_file():
-                shutil.copy2(f, dst.parent / f.name)
-    os.rename(src, dst)
+    dst.parent.mkdir(exist_ok=True)
+    for f in src.parent.iterdir():  # also after a kill between the folder and its metadata
+        if f.is_file() and not (dst.parent / f.name).exists():
+            shutil.copy2(f, dst.parent / f.name)
+    (rename or os.rename)(src, dst)
 
 
 def _apply(store: Path, tx: Path) -> None:
@@ -509,11 +530,11 @@ def _apply(store: Path, tx: Path) -> None:
         f"{m['type']}/{m['name']}"
         for m in moves
         if (store / m["type"] / m["name"]).exists()
-        and (m.get("remove") or (tx / m.get("from", "staged.zarr") / m["type"] / m["name"]).exists())
+        and (m.get("remove") or (tx / "staged.zarr" / m["type"] / m["name"]).exists())
     ]
     _drop_from_consolidated(store, leaving)
     for m in moves:
-        src = tx / m.get("from", "staged.zarr") / m["type"] / m["name"]
+        src = tx / "staged.zarr" / m["type"] / m["name"]
         dst = store / m["type"] / m["name"]
         if not m.get("remove") and not src.exists():
             continue  # moved before a kill
@@ -524,7 +545,7 @@ def _apply(store: Path, tx: Path) -> None:
             os.rename(dst, trash)
         if m.get("remove"):
             continue
-        _move_element(src.parent.parent, store, m["type"], m["name"])
+        _move_element(tx / "staged.zarr", store, m["type"], m["name"])
     _finish_root(store, journal["written"], journal["removed"], consolidate, journal.get("attrs"))
     shutil.rmtree(tx, ignore_errors=True)
 
@@ -912,14 +933,9 @@ class ElementWriter:
                     for n, el in rest.items():
                         extra[n] = el
                     _write_new_store(extra, self.tx / "rest.zarr")
-        # each element's folder is moved from the store it was written into (the journal says which)
-        rest = (
-            {} if self._early is None else {n for n in self.elements if _element_type(self._early, n) is None}
-        )
-        moves = [
-            {"type": types[n], "name": n, **({"from": "rest.zarr"} if n in rest else {})}
-            for n in self.elements
-        ]
+                    for n in rest:  # beside the staged ones, before the commit point (the journal is as ever)
+                        _move_element(self.tx / "rest.zarr", self.staging, types[n], n, rename=os.replace)
+        moves = [{"type": types[n], "name": n} for n in self.elements]
         # replaced elements that are not re-added, and the ones to remove, are moved out as well
         on_disk = store_elements(self.store)
         moves += [

@@ -233,7 +233,9 @@ def expression_map(
         values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
     else:
         i = genes.index(gene)
-        values = decode(np.asarray(dense.data[:, ds[0], ds[1]]), head[0][i : i + 1], head[1][i : i + 1])[0]
+        lat = dense.data[:, ds[0], ds[1]].rechunk({0: -1})  # one gene, decoded chunk by chunk
+        one = lat.map_blocks(decode, head[0][i : i + 1], head[1][i : i + 1], chunks=((1,), *lat.chunks[1:]))
+        values = np.asarray(one[0].compute(), dtype=np.float32)
     values = np.ma.masked_invalid(values)  # NaN: no data (off the tissue)
     if mask_background:
         values = np.ma.masked_where(~full_mask[ds[0], ds[1]], values)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dask.array as da
+import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
 
@@ -15,7 +17,7 @@ from .._core import (
     shapes_footprints,
     shapes_table,
 )
-from .._core._latent import apply_head, map_head
+from .._core._latent import map_head
 from .._core._validate import check_name, check_names
 from .._types import Aggregation, Coverage, check_choice
 
@@ -47,8 +49,8 @@ def aggregate(
         The SpatialData object; the new table is added to it (and written when it is backed).
     values
         Name of an image element (e.g. a dense prediction ``"pixnet_dense"`` or the synthetic truth). Of a latent
-        map (``tl.predict_dense(map_as="latent")``), the genes: the head applied to the latent means (exact, it is
-        linear; ``how="mean"`` only).
+        map (``tl.predict_dense(map_as="latent")``), the genes: its linear head applied to the latent aggregates and
+        the share of pixels with data, which gives what a map of genes gives (0 where nothing was predicted).
     by
         Name of a shapes element (circles or polygons) sharing a coordinate system with ``values``.
     {how}
@@ -88,16 +90,11 @@ def aggregate_table(
     """The AnnData of :func:`aggregate`, not yet added to ``sdata``."""
     check_choice("how", how, Aggregation)
     check_choice("coverage", coverage, Coverage)
-    check_names("values", values, available=list(sdata.images), kind="image")
+    check_names("values", check_name("values", values), available=list(sdata.images), kind="image")
     check_names("by", by, available=list(sdata.shapes), kind="shapes")
     img = full_resolution(sdata.images[values])
     head = map_head(sdata, values)
-    if head is not None:  # a latent map: the genes are its head, applied to the latent channels' means
-        if how != "mean":
-            raise ValueError(
-                f"{values!r} is a latent map, whose genes are a linear head with a bias: only their means "
-                f"(how='mean') are its latent means' head; got how={how!r}."
-            )
+    if head is not None:  # a latent map: the genes are its head, applied to the latent channels' aggregates
         weight, bias, genes = head
         if channels is not None:
             channels = check_names("channels", channels)
@@ -107,8 +104,12 @@ def aggregate_table(
             idx = [genes.index(c) for c in channels]
             weight, bias, genes = weight[idx], bias[idx], list(channels)
         data = img.transpose("c", "y", "x").data
-        lat = aggregate_footprints(data, shapes_footprints(sdata, by, values), how=how, coverage=coverage)
-        X = apply_head(lat, weight, bias)
+        # with the share of the footprint's pixels that hold data (latent 0 in every channel: not predicted, where
+        # the genes are 0 too), a gene's mean or sum is exact: weight @ latent + share * bias
+        has_data = (data != 0).any(axis=0, keepdims=True).astype(np.float32)
+        both = da.concatenate([data.astype(np.float32), has_data], axis=0).rechunk({0: -1})
+        agg = aggregate_footprints(both, shapes_footprints(sdata, by, values), how=how, coverage=coverage)
+        X = agg[:, :-1] @ weight.T.astype(np.float64) + agg[:, -1:] * bias.astype(np.float64)
         return shapes_table(
             sdata, by, X, genes, {"values": values, "by": by, "how": how, "coverage": coverage}
         )

@@ -63,6 +63,7 @@ def decode_map(
         sdata.pl.render_images("pixnet_dense_genes", channel="ERBB2").pl.show()
 
     """
+    values = check_name("values", values)
     check_names("values", values, available=list(sdata.images), kind="image")
     head = map_head(sdata, values)
     if head is None:
@@ -78,6 +79,10 @@ def decode_map(
     idx = [all_genes.index(g) for g in genes]
     weight, bias = weight[idx], bias[idx]
     key_added = check_name("key_added", f"{values}_genes" if key_added is None else key_added)
+    if key_added in (values, head_name(values)):
+        raise ValueError(
+            f"key_added={key_added!r} would replace the latent map or its head; choose another name."
+        )
 
     el = sdata.images[values]
     levels = [el[k]["image"] for k in el.children] if hasattr(el, "children") else [el]

@@ -37,7 +37,7 @@ from .._core import (
 from .._core._aggregate import map_pixel_values
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._image import level_paths
-from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table
+from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table, map_head
 from .._core._store import release_memory
 from .._core._validate import (
     check_int,
@@ -506,12 +506,15 @@ def predict_dense(
         any reader of the store draw directly. ``"latent"``: the network's last features before its linear 1×1
         head (64 channels for the default PixNet instead of 250 genes: a quarter of the bytes to compress and
         write, and the head is never applied to every pixel), with the head in ``tables[f"{{key_added}}_dense_head"]``;
-        a gene is ``weight @ latent + bias`` at every pixel and, the head being linear, over every bin, shape and
-        pyramid level too, so the tables are the same as with ``"genes"`` (up to float rounding), and
+        a gene is ``weight @ latent + bias`` at every pixel and, the head being linear, the head of the latent mean
+        over every bin and shape, so the tables are the same as with ``"genes"`` (up to float rounding; at a coarser
+        pyramid level a pixel that also covers glass, where the genes' map averages in 0, is not), and
         :func:`stpredict.pl.expression_map`, :func:`stpredict.tl.aggregate`, :func:`stpredict.tl.decode_map`
         (a map of chosen genes as an image element) and :func:`stpredict.io.read_table` read genes from it. Only
         for models whose output is that head (PixNet with ``map_space="log"`` and the identity activation).
-        The fastest choice for many slides (``benchmarks/README.md``, "predict_dense vs the forward pass").
+        The fastest choice for many slides (``benchmarks/README.md``, "predict_dense against the network's forward
+        pass"). With ``dtype="float16"`` each latent channel is rounded and a gene sums 64 of them through the
+        head, so its error is larger than a float16 map of genes'.
     {overwrite}
     {device}
     progress
@@ -602,7 +605,9 @@ def predict_dense(
     if bins_as not in ("auto", "shapes", "labels"):
         raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', got {bins_as!r}.")
     dense_name = f"{key_added}_dense"
-    names = [dense_name, head_name(dense_name)]  # the head always: a re-run with map_as="genes" removes it
+    names = [dense_name]
+    if head is not None or map_head(sdata, dense_name) is not None:  # a re-run as genes removes the old head
+        names.append(head_name(dense_name))
     for b in bins_um:
         # both: a re-run with overwrite=True that switches representation removes the other one
         names += [f"{key_added}_{C.square_key(b)}_{kind}" for kind in ("shapes", "labels")]
