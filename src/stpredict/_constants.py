@@ -36,6 +36,9 @@ WSI_SUFFIXES: Final = TIFF_SUFFIXES + OPENSLIDE_SUFFIXES + PLAIN_SUFFIXES
 #: ``tl.predict_dense(bins_as="auto")``: bin tables with more bins than this annotate a bin-id raster (Labels) instead
 #: of one polygon per bin (a 6.5 × 6.5 mm Visium HD capture area has ~10.6 million 2 µm bins).
 MAX_BIN_SHAPES: Final = 1_000_000
+#: ``tl.predict_dense``: above this many bins in all tables (a 6.5 mm Visium HD capture area has ~10.6 million 2 µm
+#: bins, which take ~3.8 GB), a warning says what the tables' metadata will take in memory (~200 bytes a bin).
+WARN_BINS: Final = 15_000_000
 
 
 def square_key(bin_um: int | float) -> str:

@@ -335,7 +335,13 @@ def test_bins_as_labels_bin_id_raster(tmp_path, fresh, model, monkeypatch):
     monkeypatch.setattr(C, "MAX_BIN_SHAPES", 1000)  # 8 µm: ~3300 bins -> labels; 16 µm: ~850 -> shapes
     with pytest.raises(ValueError, match="already exist"):
         stp.tl.predict_dense(sdata, model, bins_um=(8, 16), progress=False)
+    import stpredict.tl._predict_dense as P
+
+    said = []
+    monkeypatch.setattr(C, "WARN_BINS", 4000)  # above it, a warning before the network runs says the memory
+    monkeypatch.setattr(P.logger, "warning", said.append)
     stp.tl.predict_dense(sdata, model, bins_um=(8, 16), max_in_memory=0, overwrite=True, progress=False)
+    assert any("million 8 µm bins" in m and "bins_um=(8, 16)" in m for m in said), said
     # the representation switched; the polygons it replaces are gone from memory and from the store
     back = sd.read_zarr(path)
     for s in (sdata, back):

@@ -673,6 +673,15 @@ def predict_dense(
     for b, on in grids.items():
         if on is None:
             logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
+    n_bins = {b: int(on.sum()) for b, on in grids.items() if on is not None}
+    if sum(n_bins.values()) > C.WARN_BINS:  # said before the network runs, not after
+        logger.warning(
+            "The bin tables will have "
+            + ", ".join(f"{n / 1e6:.1f} million {b} µm bins" for b, n in n_bins.items())
+            + f"; their metadata (names, rows, columns, centres) is built in memory, about "
+            f"{sum(n_bins.values()) * 200 / 2**30:.0f} GiB (benchmarks/README.md). On a whole slide pass "
+            "`bins_um=(8, 16)`: the map holds every 2 µm value, and the 2 µm table is the map's pixels."
+        )
     # bins reduced from the blocks while they are in memory (sizes that tile a block); 1-pixel bins are the map
     in_pass = sorted(
         {ks[b] for b, on in grids.items() if on is not None and ks[b] > 1 and chunk % ks[b] == 0}
