@@ -97,12 +97,8 @@ def aggregate_table(
     if head is not None:  # a latent map: the genes are its head, applied to the latent channels' aggregates
         weight, bias, genes = head
         if channels is not None:
-            channels = check_names("channels", channels)
-            missing = [c for c in channels if c not in genes]
-            if missing:
-                raise KeyError(f"Genes {missing} not in the latent map {values!r}'s head.")
-            idx = [genes.index(c) for c in channels]
-            weight, bias, genes = weight[idx], bias[idx], list(channels)
+            idx = _channel_index(channels, genes, f"the latent map {values!r}'s head")
+            weight, bias, genes = weight[idx], bias[idx], [genes[i] for i in idx]
         data = img.transpose("c", "y", "x").data
         # with the share of the footprint's pixels that hold data (latent 0 in every channel: not predicted, where
         # the genes are 0 too), a gene's mean or sum is exact: weight @ latent + share * bias
@@ -120,11 +116,16 @@ def aggregate_table(
     )
     data = img.transpose("c", "y", "x").data
     if channels is not None:
-        channels = check_names("channels", channels)
-        missing = [c for c in channels if c not in names]
-        if missing:
-            raise KeyError(f"Channels {missing} not in image {values!r}.")
-        idx = [names.index(c) for c in channels]
-        data, names = data[idx], list(channels)
+        idx = _channel_index(channels, names, f"image {values!r}")
+        data, names = data[idx], [names[i] for i in idx]
     X = aggregate_footprints(data, shapes_footprints(sdata, by, values), how=how, coverage=coverage)
     return shapes_table(sdata, by, X, names, {"values": values, "by": by, "how": how, "coverage": coverage})
+
+
+def _channel_index(channels: Sequence[str], names: Sequence[str], where: str) -> list[int]:
+    """Positions of ``channels`` in ``names``; a KeyError naming the missing ones and ``where`` they were looked for."""
+    channels = check_names("channels", channels)
+    missing = [c for c in channels if c not in names]
+    if missing:
+        raise KeyError(f"Channels {missing} not in {where}.")
+    return [list(names).index(c) for c in channels]
