@@ -21,7 +21,16 @@ import pandas as pd
 
 from .. import _constants as C
 
-__all__ = ["LATENT_PREFIX", "apply_head", "decode", "head_name", "head_table", "map_head", "read_head"]
+__all__ = [
+    "LATENT_PREFIX",
+    "apply_head",
+    "decode",
+    "decode_lazy",
+    "head_name",
+    "head_table",
+    "map_head",
+    "read_head",
+]
 
 #: Channel names of a latent map: ``latent_00``, ``latent_01``, ...
 LATENT_PREFIX = "latent_"
@@ -127,3 +136,16 @@ def decode(latent: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
     if nodata.any():
         out[:, nodata] = 0.0
     return out.astype(np.float32, copy=False)
+
+
+def decode_lazy(latent: da.Array, weight: np.ndarray, bias: np.ndarray) -> da.Array:
+    """A latent map ``(channels, y, x)`` (dask) to the genes of ``weight``/``bias``, lazily, chunk by chunk."""
+    latent = latent.rechunk({0: -1})
+    return latent.map_blocks(
+        decode,
+        weight,
+        bias,
+        chunks=((weight.shape[0],), *latent.chunks[1:]),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )

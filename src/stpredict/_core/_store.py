@@ -391,6 +391,16 @@ def _plain_key(key: Any) -> bool:
     )
 
 
+def _in_memory(zarr_format: int, prefix: str, write: Any) -> dict[str, Any]:
+    """The files ``write(group)`` makes under ``prefix/`` of an in-memory zarr group: relative path -> bytes-like."""
+    import zarr
+
+    files: dict[str, Any] = {}
+    write(zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=zarr_format))
+    n = len(prefix) + 1
+    return {k[n:]: b.as_numpy_array() for k, b in files.items() if k.startswith(f"{prefix}/")}  # no copies
+
+
 class _Encoder:
     """anndata's on-disk encoding of ``uns`` entries, each distinct leaf encoded once (per :func:`_write_new_store`).
 
@@ -401,19 +411,15 @@ class _Encoder:
 
     def __init__(self, zarr_format: int) -> None:
         self.zarr_format = zarr_format
-        self.cache: dict[Any, dict[str, bytes]] = {}
+        self.cache: dict[Any, dict[str, Any]] = {}
 
-    def _encode(self, value: Any) -> dict[str, bytes]:
+    def _encode(self, value: Any) -> dict[str, Any]:
         import anndata as ad
-        import zarr
 
-        files: dict[str, Any] = {}
-        group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=self.zarr_format)
-        ad.io.write_elem(group, "v", value)
-        return {k[2:]: b.to_bytes() for k, b in files.items() if k.startswith("v/")}
+        return _in_memory(self.zarr_format, "v", lambda group: ad.io.write_elem(group, "v", value))
 
-    def files(self, value: Any) -> dict[str, bytes]:
-        """The files of ``value`` written under a key: paths relative to the key's folder -> bytes."""
+    def files(self, value: Any) -> dict[str, Any]:
+        """The files of ``value`` written under a key: paths relative to the key's folder -> their bytes."""
         if isinstance(value, dict) and all(_plain_key(k) for k in value):
             out = dict(self._cached(("dict",), {}))  # the group
             for k, v in value.items():
@@ -426,7 +432,7 @@ class _Encoder:
             key = (type(value).__name__, tuple((type(v).__name__, v) for v in value))
         return self._encode(value) if key is None else self._cached(key, value)
 
-    def _cached(self, key: Any, value: Any) -> dict[str, bytes]:
+    def _cached(self, key: Any, value: Any) -> dict[str, Any]:
         if key not in self.cache:
             self.cache[key] = self._encode(value)
         return self.cache[key]
@@ -468,23 +474,19 @@ def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None
     ):  # parts that may be large, or names anndata should judge: spatialdata's own write, into the store
         write_table(table, zarr.open_group(str(tables), mode="r+"), name)
         return
-    files: dict[str, Any] = {}
-    X = table.X
     attrs = {k: v for k, v in table.uns.items() if k == "spatialdata_attrs"}
     small = ad.AnnData(obs=table.obs, var=table.var, uns=attrs, obsm=table.obsm, varm=table.varm)
-    group = zarr.open_group(zarr.storage.MemoryStore(files), mode="w", zarr_format=encoder.zarr_format)
-    write_table(small, group, name)
-    out = {k: buf.as_numpy_array() for k, buf in files.items() if k.startswith(f"{name}/")}  # no copies
-    files.clear()
+    out = _in_memory(encoder.zarr_format, name, lambda group: write_table(small, group, name))
     for key, value in table.uns.items():
         if key != "spatialdata_attrs":
-            out.update({f"{name}/uns/{key}/{rel}": b for rel, b in encoder.files(value).items()})
+            out.update({f"uns/{key}/{rel}": b for rel, b in encoder.files(value).items()})
+    folder = tables / name
     for k in list(out):
-        path = tables / k
+        path = folder / k
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(out.pop(k))
-    if X is not None:
-        ad.io.write_elem(zarr.open_group(str(tables / name), mode="r+"), "X", X)
+    if table.X is not None:
+        ad.io.write_elem(zarr.open_group(str(folder), mode="r+"), "X", table.X)
 
 
 def _write_new_store(sdata: SpatialData, path: Path) -> None:
@@ -933,7 +935,10 @@ class ElementWriter:
                     for n, el in rest.items():
                         extra[n] = el
                     _write_new_store(extra, self.tx / "rest.zarr")
-                    for n in rest:  # beside the staged ones, before the commit point (the journal is as ever)
+                    # beside the staged ones, before the commit point, so the journal lists one source as ever;
+                    # os.replace, not the os.rename of the swap: these moves are staging, not part of the swap
+                    # (tests/tl/test_interrupted.py kills at the swap's first os.rename)
+                    for n in rest:
                         _move_element(self.tx / "rest.zarr", self.staging, types[n], n, rename=os.replace)
         moves = [{"type": types[n], "name": n} for n in self.elements]
         # replaced elements that are not re-added, and the ones to remove, are moved out as well

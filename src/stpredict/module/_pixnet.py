@@ -325,18 +325,17 @@ class PixNetModule(nn.Module):
             g = torch.exp(self.head(d).clamp(max=self.MAX_LOG_RATE))
             g = torch.log1p(F.interpolate(g, size=size, mode="bilinear", align_corners=False))
             return g[..., oy : oy + y1 - y0, ox : ox + x1 - x0]
-        if latent:
-            u = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-            return u[..., oy : oy + y1 - y0, ox : ox + x1 - x0]
-        if d.shape[1] >= self.n_genes:
+        if not latent and d.shape[1] >= self.n_genes:
             g = F.interpolate(self.head(d), size=size, mode="bilinear", align_corners=False)
             return self.activation(g[..., oy : oy + y1 - y0, ox : ox + x1 - x0])
         # The head is linear and bilinear weights sum to one, so head and resize commute: resizing the decoder's
         # fewer channels, cropping them and applying the head as one matrix product gives the block contiguous,
-        # with no resized margin and no copy of the genes' channels.
+        # with no resized margin and no copy of the genes' channels. The latent map is that resize, before the head.
         u = F.interpolate(d, size=size, mode="bilinear", align_corners=False)[
             ..., oy : oy + y1 - y0, ox : ox + x1 - x0
         ]
+        if latent:
+            return u
         weight, bias = self.head.weight.flatten(1), self.head.bias[:, None]
         g = torch.empty((u.shape[0], self.n_genes, (y1 - y0) * (x1 - x0)), dtype=u.dtype, device=u.device)
         for i, ui in enumerate(u):  # into the output (a stack of the products would copy the genes' channels)

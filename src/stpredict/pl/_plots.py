@@ -27,7 +27,7 @@ from .._core import (
     section_name,
     summarize_pcc,
 )
-from .._core._latent import decode, map_head
+from .._core._latent import decode_lazy, map_head
 from .._core._validate import check_number, check_sequence
 from .._logging import logger
 from ..pp._tissue import tissue_mask
@@ -232,9 +232,8 @@ def expression_map(
     if head is None:
         values = np.asarray(dense.data[genes.index(gene), ds[0], ds[1]], dtype=np.float32)
     else:
-        i = genes.index(gene)
-        lat = dense.data[:, ds[0], ds[1]].rechunk({0: -1})  # one gene, decoded chunk by chunk
-        one = lat.map_blocks(decode, head[0][i : i + 1], head[1][i : i + 1], chunks=((1,), *lat.chunks[1:]))
+        i = genes.index(gene)  # one gene, decoded chunk by chunk
+        one = decode_lazy(dense.data[:, ds[0], ds[1]], head[0][i : i + 1], head[1][i : i + 1])
         values = np.asarray(one[0].compute(), dtype=np.float32)
     values = np.ma.masked_invalid(values)  # NaN: no data (off the tissue)
     if mask_background:

@@ -12,7 +12,7 @@ from spatialdata.transformations import get_transformation
 
 from .. import _docs
 from .._core import ElementWriter
-from .._core._latent import decode, head_name, map_head
+from .._core._latent import decode_lazy, head_name, map_head
 from .._core._validate import check_name, check_names
 
 __all__ = ["decode_map"]
@@ -99,15 +99,7 @@ def decode_map(
     )
     nodes = list(out.children) if factors else [None]
     for node_name, lvl in zip(nodes, levels, strict=True):
-        lat = lvl.transpose("c", "y", "x").data.rechunk({0: -1})
-        data = lat.map_blocks(
-            decode,
-            weight,
-            bias,
-            chunks=((len(genes),), *lat.chunks[1:]),
-            dtype=np.float32,
-            meta=np.empty((0, 0, 0), np.float32),
-        )
+        data = decode_lazy(lvl.transpose("c", "y", "x").data, weight, bias)
         if node_name is None:
             out = out.copy(data=data)
         else:

@@ -222,17 +222,15 @@ def _predict_block(
     arr = zarr.open_array(level0, mode="r+")
     arr1 = None if level1 is None else zarr.open_array(level1, mode="r+")
     n1 = None if level1 is None else _pool_sum(mask.astype(np.float32), 2)
-    step = arr.chunks[
-        0
-    ]  # the map's chunks hold a slab of genes: one slab at a time, so temporaries stay small
+    # the map's chunks hold a slab of genes: one slab at a time, so temporaries stay small
+    step = arr.chunks[0]
     slabs: list[list[np.ndarray]] = [[] for _ in ks]
     for g0 in range(0, block.shape[0], step):
         slab = block[g0 : g0 + step]
         arr[g0 : g0 + len(slab), y0:y1, x0:x1] = slab.astype(arr.dtype, copy=False)
         sums = {}
-        if (
-            arr1 is not None
-        ):  # the 2 × 2 sums: level 1 of the map, and the start of every even bin size's sums
+        # the 2 × 2 sums: level 1 of the map, and the start of every even bin size's sums
+        if arr1 is not None:
             s2 = _pool_sum(slab, 2)
             sums[2] = (s2, n1)
             y, x = y0 // 2, x0 // 2
@@ -578,6 +576,10 @@ def predict_dense(
         latent=map_as == "latent",
     )
     head = engine.head() if map_as == "latent" else None
+
+    def to_genes(X: Any) -> Any:  # rows of the stored map's channels -> genes
+        return X if head is None else apply_head(X, *head)
+
     channels = list(genes) if head is None else [f"{LATENT_PREFIX}{i:02d}" for i in range(engine.n_genes)]
     max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
     if dtype not in ("float32", "float16"):
@@ -779,8 +781,7 @@ def predict_dense(
                 lazy_tables[table_name] = ("map", (rows, cols))
             else:  # a bin size that does not tile the blocks: from the stored map
                 X, rows, cols = _bins(stored, on, k, mask)
-                if head is not None:
-                    X = apply_head(X, *head)
+                X = to_genes(X)
                 if X.size <= max_in_memory:
                     X = np.asarray(X.compute(), dtype=np.float32)
                 else:
@@ -860,11 +861,9 @@ def predict_dense(
         store = writer.store
         for name, (kind, info) in lazy_tables.items():
             if kind == "map":
-                X = map_pixel_values(dense, *info)
-                sdata.tables[name].X = X if head is None else apply_head(X, *head)
+                sdata.tables[name].X = to_genes(map_pixel_values(dense, *info))
             elif kind == "bins":
-                X = _bins(dense, *info, mask)[0]
-                sdata.tables[name].X = X if head is None else apply_head(X, *head)
+                sdata.tables[name].X = to_genes(_bins(dense, *info, mask)[0])
             elif (
                 store is not None
             ):  # the parts were in the transaction folder, now gone: the stored table's X
