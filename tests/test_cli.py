@@ -48,10 +48,21 @@ def test_train_and_predict_round_trip_a_zarr(tmp_path, capsys):
     assert main(argv) == 1  # a data error: one line, no traceback
     err = capsys.readouterr().err
     assert "`--overwrite`" in err and "overwrite=True" not in err  # the CLI's flag, not the Python argument
-    assert main([*argv, "--key-added", "again"]) == 0
+    assert main([*argv, "--key-added", "again", "--max-pixel-bins", "none"]) == 0
     with pytest.warns(FutureWarning, match="--key-added"):
         assert main([*argv, "--key", "old"]) == 0
     assert {"again_square_016um", "old_square_016um"} <= set(sd.read_zarr(path).tables)
+
+
+def test_max_pixel_bins_flag_reads_a_count_or_none(capsys):
+    from stpredict._cli import _count_or_none, build_parser
+
+    assert _count_or_none("none") is None and _count_or_none("None") is None and _count_or_none("12") == 12
+    args = build_parser().parse_args(["predict", "s.zarr", "--model", "m"])
+    assert args.max_pixel_bins == 15_000_000  # tl.predict_dense's default
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "s.zarr", "--model", "m", "--max-pixel-bins", "many"])
+    assert "expected a whole number or 'none'" in capsys.readouterr().err
 
 
 def test_train_and_predict_a_baseline(tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
-from ._constants import WSI_SUFFIXES
+from ._constants import MAX_PIXEL_BINS, WSI_SUFFIXES
 from ._logging import quiet_ome_zarr
 from ._paths import (
     CHECKPOINT_CONFIG,
@@ -626,6 +626,7 @@ def _predict_into(sdata: SpatialData, model, args: argparse.Namespace, target: s
         shapes=args.shapes,
         dtype=args.dtype,
         map_as=args.map_as,
+        max_pixel_bins=args.max_pixel_bins,
         overwrite=args.overwrite,
     )
     print(f"wrote to {target}: {', '.join(names)}")
@@ -684,6 +685,19 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else default
         return f"{text} (default: {shown})"
+
+
+def _count_or_none(value: str) -> int | None:
+    """An argparse type: a whole number >= 0, or ``none``."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'none', got {value!r}")
+    return n
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -811,6 +825,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-mpp", type=float, default=2.0, help="pixel size of the dense map in µm/px")
     p.add_argument(
         "--bins", type=int, nargs="*", default=[2, 8, 16], help="square bin sizes in µm; none: no bins"
+    )
+    p.add_argument(
+        "--max-pixel-bins",
+        type=_count_or_none,
+        default=MAX_PIXEL_BINS,
+        metavar="N",
+        help="build a table of bins of one map pixel (2 µm bins of a 2 µm map) only up to N bins; above it the "
+        "map holds the values (a whole slide's 2 µm table takes ~200 bytes a bin in memory); 'none': no limit",
     )
     p.add_argument(
         "--bins-as",

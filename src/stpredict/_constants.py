@@ -39,6 +39,9 @@ MAX_BIN_SHAPES: Final = 1_000_000
 #: ``tl.predict_dense``: above this many bins in all tables (a 6.5 mm Visium HD capture area has ~10.6 million 2 µm
 #: bins, which take ~3.8 GB), a warning says what the tables' metadata will take in memory (~200 bytes a bin).
 WARN_BINS: Final = 15_000_000
+#: ``tl.predict_dense(max_pixel_bins=...)``: tables of bins of one map pixel (the map's own pixels, e.g. 2 µm bins of a
+#: 2 µm map) are built up to this many bins, a whole capture area and a half; above it the map holds the values.
+MAX_PIXEL_BINS: Final = 15_000_000
 
 
 def square_key(bin_um: int | float) -> str:

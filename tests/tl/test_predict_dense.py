@@ -398,6 +398,34 @@ def test_bins_as_labels_bin_id_raster(tmp_path, fresh, model, monkeypatch):
     plt.close(fig)
 
 
+def test_pixel_bin_tables_stop_at_max_pixel_bins(tmp_path, fresh, model, monkeypatch):
+    """Above ``max_pixel_bins`` no table of the map's own pixels is built; a re-run removes an earlier one."""
+    import stpredict.tl._predict_dense as P
+
+    path = tmp_path / "s.zarr"
+    fresh.write(path)
+    sdata = sd.read_zarr(path)
+    stp.tl.predict_dense(sdata, model, bins_um=(2, 16), progress=False)
+    n2 = sdata.tables["pixnet_square_002um"].n_obs
+    assert n2 > 1000 and "pixnet_square_002um_labels" in sdata.labels
+    said = []
+    monkeypatch.setattr(P.logger, "warning", said.append)
+    with pytest.raises(ValueError, match="max_pixel_bins"):
+        stp.tl.predict_dense(sdata, model, bins_um=(2, 16), max_pixel_bins=-1, overwrite=True, progress=False)
+    names = stp.tl.predict_dense(
+        sdata, model, bins_um=(2, 16), max_pixel_bins=n2 - 1, overwrite=True, progress=False
+    )
+    assert names == ["pixnet_dense", "pixnet_square_016um_shapes", "pixnet_square_016um"]
+    assert any("No 2 µm bin table" in m and "max_pixel_bins=None" in m for m in said), said
+    back = sd.read_zarr(path)
+    for s in (sdata, back):  # the earlier run's 2 µm table and its raster are gone, in memory and on disk
+        assert "pixnet_square_002um" not in s.tables and "pixnet_square_002um_labels" not in s.labels
+        assert "pixnet_square_016um" in s.tables
+    # at the limit it is built (the 8 µm-style bins of several pixels never stop)
+    stp.tl.predict_dense(sdata, model, bins_um=(2, 16), max_pixel_bins=n2, overwrite=True, progress=False)
+    assert sdata.tables["pixnet_square_002um"].n_obs == n2
+
+
 def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
     """The map's coarser levels: each the 2 × 2 means of the stored level before it, in spatialdata's level shapes.
 

@@ -436,6 +436,7 @@ def predict_dense(
     tissue_threshold: float | None = None,
     tiles: str | None = None,
     max_in_memory: float = 2e8,
+    max_pixel_bins: int | None = C.MAX_PIXEL_BINS,
     dtype: Literal["float32", "float16"] = "float32",
     map_as: Literal["genes", "latent"] = "genes",
     overwrite: bool = False,
@@ -493,6 +494,13 @@ def predict_dense(
     max_in_memory
         Bin tables with more values than this (bins × genes, all bin sizes together) keep ``X`` as a dask array
         read from disk instead of loading it into memory (a whole Visium HD area at 8 µm is ~6.6e5 × 250).
+    max_pixel_bins
+        The most bins a table of bins of one map pixel (the 2 µm bins of a 2 µm map) is built for: default
+        15 000 000, a whole Visium HD capture area (~10.6 million 2 µm bins) and a half. Above it the map holds
+        every value and that table is not written, with a warning: such a table's ``X`` is the map, but its
+        ``obs`` (names, rows, columns, bin ids) and centres take ~200 bytes a bin in memory wherever it is built
+        or read (:func:`spatialdata.read_zarr`), 13.6 GB for the 63.6 million 2 µm bins of a 20 × 20 mm slide
+        (``benchmarks/README.md``). ``None``: no limit. Bins of several map pixels (8, 16 µm) are always built.
     dtype
         The stored map's precision: ``"float32"`` (default) or ``"float16"``, half the size on disk and in
         memory when read (log1p values to about 3 significant digits: 0.004 at 8, the top of the log scale of
@@ -532,7 +540,7 @@ def predict_dense(
       ``obs["array_row"/"array_col"]``, ``obsm["spatial"]`` = bin centres in H&E pixels) linked to
       ``shapes[f"{{key_added}}_square_00bum_shapes"]`` (squares in H&E pixels), or with ``bins_as="labels"`` to
       ``labels[f"{{key_added}}_square_00bum_labels"]`` (bin ids ``array_row * n_cols + array_col + 1`` in
-      ``obs["instance_id"]``);
+      ``obs["instance_id"]``); a table of bins of one map pixel is written only up to ``max_pixel_bins`` bins;
     - for each name in ``shapes``: ``tables[f"{{key_added}}_{{name}}"]`` linked to that shapes element.
 
     Every table's ``uns["stpredict"]`` says what its ``X`` holds (``values``, in words: the recipe's
@@ -582,6 +590,8 @@ def predict_dense(
 
     channels = list(genes) if head is None else [f"{LATENT_PREFIX}{i:02d}" for i in range(engine.n_genes)]
     max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
+    if max_pixel_bins is not None:
+        max_pixel_bins = check_int("max_pixel_bins", max_pixel_bins, minimum=0)
     if dtype not in ("float32", "float16"):
         raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}.")
     if tissue_threshold is not None:
@@ -675,14 +685,23 @@ def predict_dense(
     for b, on in grids.items():
         if on is None:
             logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
+        elif ks[b] == 1 and max_pixel_bins is not None and (n := int(on.sum())) > max_pixel_bins:
+            logger.warning(
+                f"No {b} µm bin table: its {n / 1e6:.1f} million bins are the map's pixels, more than "
+                f"`max_pixel_bins`={max_pixel_bins:_}. The map {dense_name!r} holds every {b} µm value "
+                "(`tl.aggregate`, `pl.expression_map` and `tl.decode_map` read it); the table would take about "
+                f"{n * 200 / 2**30:.0f} GiB of memory here and whenever the store is read. Pass "
+                "`max_pixel_bins=None` to build it anyway."
+            )
+            grids[b] = None
     n_bins = {b: int(on.sum()) for b, on in grids.items() if on is not None}
     if sum(n_bins.values()) > C.WARN_BINS:  # said before the network runs, not after
         logger.warning(
             "The bin tables will have "
             + ", ".join(f"{n / 1e6:.1f} million {b} µm bins" for b, n in n_bins.items())
             + f"; their metadata (names, rows, columns, centres) is built in memory, about "
-            f"{sum(n_bins.values()) * 200 / 2**30:.0f} GiB (benchmarks/README.md). On a whole slide pass "
-            "`bins_um=(8, 16)`: the map holds every 2 µm value, and the 2 µm table is the map's pixels."
+            f"{sum(n_bins.values()) * 200 / 2**30:.0f} GiB (benchmarks/README.md). On a whole slide leave "
+            "`max_pixel_bins` at its default or pass `bins_um=(8, 16)`: the map holds every 2 µm value."
         )
     # bins reduced from the blocks while they are in memory (sizes that tile a block); 1-pixel bins are the map
     in_pass = sorted(
