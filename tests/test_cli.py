@@ -65,6 +65,55 @@ def test_max_pixel_bins_flag_reads_a_count_or_none(capsys):
     assert "expected a whole number or 'none'" in capsys.readouterr().err
 
 
+def test_a_registered_model_trains_through_the_cli(tmp_path, monkeypatch, capsys):
+    """`stpredict train --model KEY` takes any registered model class; a package's class is found by entry point."""
+    import importlib.metadata
+
+    from stpredict.model import PixNet, _base
+
+    class ToyPixNet(PixNet):
+        key = "test_toy"
+        _FORMAT = "stpredict-test-toy"
+
+    try:
+        path = tmp_path / "s.zarr"
+        stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,)).write(path)
+        argv = ["-q", "train", str(path), "--tables", "st_spots", "--preset", "cpu", "--n-top-genes", "3"]
+        argv += ["--epochs", "1", "--steps", "1"]
+        assert main([*argv, "--out", str(tmp_path / "m"), "--model", "test_toy"]) == 0
+        back = stp.model.load(tmp_path / "m")
+        assert type(back) is ToyPixNet and back.key == "test_toy"
+        # a misspelt model: a usage error naming the registered ones, before anything is read or written
+        assert main([*argv, "--out", str(tmp_path / "m2"), "--model", "test_tyo"]) == 2
+        assert "'test_toy'" in capsys.readouterr().err and not (tmp_path / "m2").exists()
+
+        # a model of another package: its `stpredict.models` entry point is imported on first use
+        class EntryPoint:
+            name, value = "test_plugin", "plugin.models:Plugin"
+
+            def load(self):
+                class Plugin(PixNet):
+                    key = "test_plugin"
+                    _FORMAT = "stpredict-test-plugin"
+
+                return Plugin
+
+        real = importlib.metadata.entry_points
+        monkeypatch.setattr(
+            importlib.metadata,
+            "entry_points",
+            lambda **kw: (
+                [EntryPoint()] if kw == {"group": "stpredict.models", "name": "test_plugin"} else real(**kw)
+            ),
+        )
+        assert stp.model.model_class("test_plugin").key == "test_plugin"
+    finally:
+        for key in ("test_toy", "test_plugin"):
+            cls = _base._BY_NAME.pop(key, None)
+            if cls is not None:
+                _base._BY_FORMAT.pop(cls._FORMAT, None)
+
+
 def test_train_and_predict_a_baseline(tmp_path):
     path = tmp_path / "s.zarr"
     stp.datasets.synthetic(width_um=480, height_um=416, n_genes=5, seed=1, bins_um=(16,)).write(path)

@@ -282,6 +282,16 @@ def _precheck(args: argparse.Namespace) -> None:
             check_file(
                 args.encoder_weights, "Encoder weights file", expected="a .safetensors, .pth or .bin file"
             )
+        name = args.method or args.model
+        if name not in get_args(
+            ModelName
+        ):  # a model a package registers: known only once stpredict.model loads
+            from .model import model_class
+
+            try:
+                model_class(name)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         out = Path(args.out)
         _out_free(out, args.overwrite, "the model folder")
         if args.overwrite and out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT_CONFIG).is_file():
@@ -767,10 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="pixnet",
-        choices=get_args(ModelName),
-        help="which model to train: PixNet or a baseline (as tl.train's model=)",
+        metavar="MODEL",
+        help=f"which model to train (as tl.train's model=): {', '.join(get_args(ModelName))}, or the key of a model "
+        "class a package registers (entry point group 'stpredict.models'; docs: Add a model or a loss)",
     )
-    p.add_argument("--method", choices=get_args(ModelName), help=argparse.SUPPRESS)  # deprecated: --model
+    p.add_argument("--method", help=argparse.SUPPRESS)  # deprecated: --model
     p.add_argument("--n-top-genes", type=int, default=250, help="genes to predict: the top genes by mean")
     p.add_argument(
         "--pretrained",

@@ -76,6 +76,7 @@ def test_checkpoint_stores_constructor_arguments_and_rebuilds(tmp_path):
         "expansion": 2,
         "out_activation": "identity",
         "map_space": "log",
+        "loss": None,
         "upsample": "resize",
         "freeze_encoder": False,
         "train_mpp": 2.0,
@@ -86,3 +87,15 @@ def test_checkpoint_stores_constructor_arguments_and_rebuilds(tmp_path):
     assert isinstance(loaded, PixNet) and loaded.config == model.config and loaded.genes == ["A", "B"]
     for k, v in model.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k])
+
+
+def test_model_exports_the_models_and_points_moved_names_home():
+    import stpredict.module
+    import stpredict.train
+
+    for name, home in (("PixNetModule", stpredict.module), ("pixnet_loss", stpredict.train)):
+        assert name not in stp.model.__all__
+        with pytest.warns(FutureWarning, match=f"use {home.__name__}.{name}"):
+            assert getattr(stp.model, name) is getattr(home, name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        stp.model.nope  # noqa: B018

@@ -7,20 +7,16 @@
   what they share; :class:`Preset`: a named architecture + training recipe;
 - :class:`DenseEngine`: the one dense inference engine.
 
-For compatibility this namespace also re-exports the networks (:mod:`stpredict.module`), the loss
-(:mod:`stpredict.train`) and the torch-free footprint operator and gene recipe.
+It also exports the torch-free footprint operator and gene recipe, for models built outside stpredict. The
+networks (:mod:`stpredict.module`) and the loss functions (:mod:`stpredict.train`) it re-exported are still found
+here for existing code, with a ``FutureWarning`` naming their home.
 """
 
+import importlib
+import warnings
+from typing import Any
+
 from .._core import Footprints, Recipe, footprint_matrix, normalize_counts, select_genes
-from ..module import (
-    Encoder,
-    LinearProbeModule,
-    PixNetModule,
-    SpotRegressorModule,
-    aggregate_map,
-    to_torch_sparse,
-)
-from ..train import batch_pcc, pixnet_loss
 from ._base import BaseModel, Preset, load, model_class
 from ._dense import DenseEngine, DenseModel
 from ._linear_probe import LinearProbe
@@ -36,26 +32,46 @@ __all__ = [
     "BaseModel",
     "DenseEngine",
     "DenseModel",
-    "Encoder",
     "Footprints",
     "LinearProbe",
-    "LinearProbeModule",
     "PixNet",
-    "PixNetModule",
     "PixNetTrainOptions",
     "Preset",
     "Recipe",
     "SpotRegressor",
-    "SpotRegressorModule",
     "TrainedModel",
     "TrainingRun",
-    "aggregate_map",
-    "batch_pcc",
     "footprint_matrix",
     "load",
     "model_class",
     "normalize_counts",
-    "pixnet_loss",
     "select_genes",
-    "to_torch_sparse",
 ]
+
+#: Names this namespace re-exported from the layers below it: where they live.
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "Encoder",
+            "LinearProbeModule",
+            "PixNetModule",
+            "SpotRegressorModule",
+            "aggregate_map",
+            "to_torch_sparse",
+        ),
+        "stpredict.module",
+    ),
+    "batch_pcc": "stpredict.train",
+    "pixnet_loss": "stpredict.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"stpredict.model.{name} is deprecated: `stpredict.model` exports the models; use {_MOVED[name]}.{name}.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'stpredict.model' has no attribute {name!r}")

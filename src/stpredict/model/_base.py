@@ -101,11 +101,30 @@ def architecture(init_locals: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in init_locals.items() if k not in ("self", "genes", "target_sum", "__class__")}
 
 
+#: Entry point group through which a package registers model classes: ``mymodel = "mypkg.models:MyModel"``.
+ENTRY_POINT_GROUP = "stpredict.models"
+
+
 def model_class(name: ModelName | str) -> type[BaseModel]:
-    """The registered model class called ``name`` (``"pixnet"``, ``"spot_regressor"``, ``"linear_probe"``)."""
+    """The registered model class called ``name`` (``"pixnet"``, ``"spot_regressor"``, ``"linear_probe"``, ...).
+
+    A class registers itself by subclassing :class:`BaseModel` with a ``key``; a class another package provides is
+    found through its ``stpredict.models`` entry point of that name, imported on first use.
+    """
+    if name not in _BY_NAME and isinstance(name, str):
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, BaseModel) and cls.key == name):
+                raise TypeError(
+                    f"The entry point {ep.value!r} of {name!r} ({ENTRY_POINT_GROUP}) is not an stpredict model class "
+                    f"with key {name!r}."
+                )
     if name not in _BY_NAME:
         raise ValueError(
-            f"model must be one of {', '.join(map(repr, sorted(_BY_NAME)))} or a model instance; got {name!r}."
+            f"model must be one of {', '.join(map(repr, sorted(_BY_NAME)))} or a model instance; got {name!r}. A "
+            f"model of another package registers under the entry point group {ENTRY_POINT_GROUP!r}."
         )
     return _BY_NAME[name]
 

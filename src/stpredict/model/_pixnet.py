@@ -12,6 +12,7 @@ import numpy as np
 from .._logging import logger
 from .._types import Coverage, MapSpace, OutActivation, TableWeighting, Upsample, check_choice
 from ..module import PixNetModule
+from ..module._pixnet import check_output
 from ..train import TilePlan, section_data
 from ._base import Preset, architecture
 from ._dense import DenseModel
@@ -96,6 +97,10 @@ class PixNet(DenseModel, TrainedModel):
         their log1p; the map and every prediction are ``log1p`` of the rate, the same normalised units.
         Footprints of different sizes then ask the same map for consistent things (a 16 µm bin's rate
         is the mean of its 2 µm bins' rates), and a bin with one count weighs one count's worth.
+    loss
+        The name of a registered loss (:func:`stpredict.module.register_loss`) to train and validate with; its
+        ``output`` must match ``map_space``. Default: ``"mse_pcc"`` (MSE + λ·(1 − PCC), the paper) for ``"log"``,
+        ``"poisson"`` for ``"rate"``. Adding one: the docs' page "Add a model or a loss".
     upsample
         How each decoder stage doubles its grid: ``"resize"`` (default), a 1×1 convolution and a bilinear
         ×2 resize, which prints no texture on the map (test: ``test_resize_upsampling_leaves_no_grid_in_the_map``);
@@ -130,7 +135,15 @@ class PixNet(DenseModel, TrainedModel):
     key: ClassVar[str] = "pixnet"
     _FORMAT: ClassVar[str] = "stpredict-pixnet"
     module_class = PixNetModule
-    module_args = ("encoder", "decoder_channels", "expansion", "out_activation", "map_space", "upsample")
+    module_args = (
+        "encoder",
+        "decoder_channels",
+        "expansion",
+        "out_activation",
+        "map_space",
+        "loss",
+        "upsample",
+    )
     #: Checkpoints written before ``upsample`` existed used the paper's transposed convolution.
     legacy_architecture: ClassVar[Mapping[str, Any]] = {"upsample": "deconv"}
     train_options = PixNetTrainOptions
@@ -162,20 +175,15 @@ class PixNet(DenseModel, TrainedModel):
         expansion: int = 2,
         out_activation: OutActivation = "identity",
         map_space: MapSpace = "log",
+        loss: str | None = None,
         upsample: Upsample = "resize",
         freeze_encoder: bool = False,
         train_mpp: float = 1.0,
         tile_size: int = 384,
         target_sum: float = 1e4,
     ) -> None:
-        check_choice("out_activation", out_activation, OutActivation)
-        check_choice("map_space", map_space, MapSpace)
+        check_output(out_activation, map_space, loss)
         check_choice("upsample", upsample, Upsample)
-        if map_space == "rate" and out_activation != "identity":
-            raise ValueError(
-                f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
-                "Use out_activation='identity' (the default)."
-            )
         self.feature_cache_stats: dict[str, int] = {}
         super().__init__(genes, target_sum=target_sum, **architecture(locals()))
 
@@ -221,7 +229,9 @@ class PixNet(DenseModel, TrainedModel):
     def _training_plan(self, run: TrainingRun) -> TilePlan:
         opts: PixNetTrainOptions = run.options
         self._warn_sparse_log_targets(run)
-        parts = run.targets(self.recipe, counts=self.map_space == "rate")
+        parts = run.targets(
+            self.recipe, counts=self.module.loss().needs_counts
+        )  # a count likelihood's counts
         sections = {  # a training section without footprints is left out (check_supervision warned)
             i: section_data(
                 sdata, parts[i], image_key=run.image_keys[i], train_mpp=self.train_mpp, name=run.names[i]

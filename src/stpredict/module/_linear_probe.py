@@ -12,11 +12,12 @@ from torch import nn
 
 from ._aggregate import aggregate_map
 from ._encoder import Encoder, as_encoder
+from ._loss import OwnsLoss
 
 __all__ = ["LinearProbeModule"]
 
 
-class LinearProbeModule(nn.Module):
+class LinearProbeModule(OwnsLoss, nn.Module):
     """Frozen encoder pyramid → every level bilinearly upsampled to the pixel grid → one linear map.
 
     ``forward`` gives the dense map ``Σ_l up(W_l F_l) + b``; because upsampling and the linear map are

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._types import MapSpace, OutActivation, Upsample, check_choice
 from ._encoder import Encoder, as_encoder
+from ._loss import OwnsLoss, default_loss, get_loss
 
 __all__ = ["DFFN", "DecoderStage", "LayerNorm2d", "PixNetModule", "ResizeUp"]
 
@@ -96,7 +97,27 @@ class DecoderStage(nn.Module):
 _ACTIVATIONS = {"identity": nn.Identity, "softplus": nn.Softplus, "relu": nn.ReLU}
 
 
-class PixNetModule(nn.Module):
+def check_output(out_activation: str, map_space: str, loss: str | None) -> str:
+    """Check a PixNet's output arguments together; return the name of the loss it trains with."""
+    check_choice("out_activation", out_activation, OutActivation)
+    check_choice("map_space", map_space, MapSpace)
+    if map_space == "rate" and out_activation != "identity":
+        raise ValueError(
+            f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
+            "Use out_activation='identity' (the default)."
+        )
+    if loss is None:
+        return default_loss(map_space)
+    cls = get_loss(loss)
+    if cls.output != map_space:
+        raise ValueError(
+            f"The {loss!r} loss scores {'rates' if cls.output == 'rate' else 'log-normalised values'}, so the map must "
+            f"be map_space={cls.output!r}; got map_space={map_space!r}. Pass map_space={cls.output!r}."
+        )
+    return cls.name
+
+
+class PixNetModule(OwnsLoss, nn.Module):
     """Encoder pyramid → U-Net-style decoder → 1×1 head → resize: a dense map of ``n_genes`` channels.
 
     Parameters
@@ -118,6 +139,10 @@ class PixNetModule(nn.Module):
         footprint), resized bilinearly as a rate, and the map is ``log1p(ρ)``; a footprint's rate is
         the mean of ``ρ`` over it, so the rates of nested footprints agree (trained with a count
         likelihood, see :mod:`stpredict.train`). Needs ``out_activation="identity"``.
+    loss
+        The registered loss (:func:`~stpredict.module.register_loss`) it trains and validates with, returned by
+        :meth:`loss`; its ``output`` must be ``map_space``. Default: ``"mse_pcc"`` for ``"log"``, ``"poisson"`` for
+        ``"rate"``.
     upsample
         How each decoder stage doubles its grid: ``"resize"`` (default), a 1×1 convolution and a bilinear
         ×2 resize (:class:`ResizeUp`), which prints no grid texture on the map, or ``"deconv"``, the paper's
@@ -138,6 +163,7 @@ class PixNetModule(nn.Module):
         expansion: int = 2,
         out_activation: OutActivation = "identity",
         map_space: MapSpace = "log",
+        loss: str | None = None,
         upsample: Upsample = "resize",
         pretrained: bool = False,
         encoder_weights: str | os.PathLike | None = None,
@@ -146,13 +172,7 @@ class PixNetModule(nn.Module):
         super().__init__()
         if n_genes < 1:
             raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
-        check_choice("out_activation", out_activation, OutActivation)
-        check_choice("map_space", map_space, MapSpace)
-        if map_space == "rate" and out_activation != "identity":
-            raise ValueError(
-                f"map_space='rate' predicts log-rates and takes no output activation; got out_activation={out_activation!r}. "
-                "Use out_activation='identity' (the default)."
-            )
+        self.loss_name = check_output(out_activation, map_space, loss)
         self.encoder = as_encoder(
             encoder, pretrained=pretrained, weights=encoder_weights, encoder_kwargs=encoder_kwargs
         )

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from ._encoder import Encoder, as_encoder
+from ._loss import OwnsLoss
 
 __all__ = ["SpotRegressorModule"]
 
 
-class SpotRegressorModule(nn.Module):
+class SpotRegressorModule(OwnsLoss, nn.Module):
     """Crop → timm encoder → global average pool of the coarsest features → MLP → genes.
 
     Parameters

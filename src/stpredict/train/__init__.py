@@ -8,8 +8,9 @@
   progress, history, resume);
 - :class:`Distributed` / :func:`is_main_process`: data-parallel training under ``torchrun``;
 - :func:`fit_ridge`: the linear probe's cross-validated ridge (scikit-learn);
-- :func:`pixnet_loss` / :func:`batch_pcc`: PixNet's loss; :func:`grouped_loss` / :func:`poisson_deviance`: one
-  loss per footprint size, and the count likelihood of a rate map;
+- :func:`net_loss` / :func:`score_batch`: the loss a network owns (``net.loss()``, :class:`stpredict.module.Loss`)
+  and its value on batches, what training steps and validation both call; :func:`pixnet_loss`, :func:`batch_pcc`,
+  :func:`grouped_loss`, :func:`poisson_deviance`: the functions behind it (kept for compatibility);
 - :class:`SimSiam` / :func:`pretrain_simsiam`: self-supervised encoder pretraining (``tl.pretrain_encoder``).
 """
 
@@ -37,7 +38,9 @@ from ._tiles import (
     batch_loss,
     evaluate_batches,
     footprint_extents,
+    net_loss,
     run_batch,
+    score_batch,
     tile_holding,
 )
 
@@ -68,12 +71,14 @@ __all__ = [
     "is_main_process",
     "load_section",
     "mean_pcc",
+    "net_loss",
     "pixnet_loss",
     "pixnet_score",
     "poisson_deviance",
     "predict_crops",
     "pretrain_simsiam",
     "run_batch",
+    "score_batch",
     "section_data",
     "section_footprints",
     "section_targets",

@@ -12,7 +12,7 @@ from spatialdata import SpatialData
 from .._core import Footprints, Pyramid, footprint_diameters, get_mpp
 from .._progress import tqdm
 from ._augment import colour_jitter
-from ._loss import pixnet_loss
+from ._tiles import net_loss
 
 __all__ = ["CropPlan", "CropSet", "Cropper", "predict_crops"]
 
@@ -143,6 +143,7 @@ class CropPlan:
             [np.c_[np.full(len(s), i), np.arange(len(s))] for i, s in enumerate(train)]
         )
         self.size, self.batch_size, self.augment, self.lam = size, batch_size, augment, lam
+        self.loss = net_loss(net, lam=lam)  # the network's loss: training steps and validation alike
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.device, self.progress = device, progress
@@ -165,9 +166,7 @@ class CropPlan:
         x = torch.from_numpy(np.concatenate(crops)).permute(0, 3, 1, 2).contiguous()
         if self.augment:
             x = colour_jitter(x, self.gen)
-        loss, parts = pixnet_loss(
-            self.net(x.to(self.device)), torch.from_numpy(np.vstack(ys)).to(self.device), self.lam
-        )
+        loss, parts = self.loss(self.net(x.to(self.device)), torch.from_numpy(np.vstack(ys)).to(self.device))
         return loss, parts["pcc"]
 
     def validate(self) -> dict[str, float]:
@@ -178,5 +177,5 @@ class CropPlan:
             ]
         )
         Y = np.vstack([s.targets for s in self.val_sets])
-        vl, vp = pixnet_loss(torch.from_numpy(P), torch.from_numpy(Y), self.lam)
+        vl, vp = self.loss(torch.from_numpy(P), torch.from_numpy(Y))
         return {"val_loss": float(vl), "val_mse": vp["mse"], "val_pcc": vp["pcc"]}

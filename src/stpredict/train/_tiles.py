@@ -15,10 +15,10 @@ from .._logging import logger
 from .._progress import tqdm
 from .._types import Coverage, TableWeighting, check_choice
 from ..module import aggregate_map, bilinear_matrix, to_torch_sparse
+from ..module._loss import MSEPCC, Loss
 from ._augment import augment_array, augment_features, augment_index, colour_jitter
 from ._data import SectionData
 from ._distributed import Distributed
-from ._loss import grouped_loss, pixnet_loss
 
 __all__ = [
     "Batch",
@@ -28,7 +28,9 @@ __all__ = [
     "batch_loss",
     "evaluate_batches",
     "footprint_extents",
+    "net_loss",
     "run_batch",
+    "score_batch",
     "tile_holding",
 ]
 
@@ -430,6 +432,40 @@ def _footprint_means(net, feats: list[torch.Tensor], A: sparse.csr_matrix, out_s
     return aggregate_map(G, to_torch_sparse(A, device=device))
 
 
+def net_loss(net, *, lam: float, weighting: str = "pooled", target_sum: float = 1e4) -> Loss:
+    """The loss ``net`` owns (``net.loss()``), with these settings; :class:`~stpredict.module.MSEPCC` for others."""
+    make = getattr(net, "loss", None)
+    if callable(make):
+        return make(lam=lam, weighting=weighting, target_sum=target_sum)
+    return MSEPCC(lam=lam, weighting=weighting, target_sum=target_sum)
+
+
+def score_batch(
+    loss: Loss, out: torch.Tensor, batches: Batch | Sequence[Batch], device
+) -> tuple[torch.Tensor, dict]:
+    """``loss`` of the footprint predictions ``out`` ``(n, M)`` of one batch or of several batches, in order.
+
+    The targets, tables (``groups``) and, for a count likelihood, the raw counts and totals come from the batches.
+    """
+    bs = [batches] if isinstance(batches, Batch) else list(batches)
+
+    def rows(field: str) -> torch.Tensor | None:
+        parts = [getattr(b, field) for b in bs]
+        if any(p is None for p in parts):
+            return None
+        return torch.from_numpy(np.concatenate(parts)).to(device)
+
+    counts = library = None
+    if loss.needs_counts:
+        counts, library = rows("counts"), rows("library")
+        if counts is None:
+            raise ValueError(
+                f"The {loss.name!r} loss (a rate map) is trained on raw counts: load the sections with counts=True."
+            )
+    groups = rows("groups") if loss.weighting == "equal" else None
+    return loss(out, rows("targets"), groups=groups, counts=counts, library=library)
+
+
 def batch_loss(
     net,
     out: torch.Tensor,
@@ -440,54 +476,8 @@ def batch_loss(
     weighting: str = "pooled",
     target_sum: float = 1e4,
 ) -> tuple[torch.Tensor, dict]:
-    """The loss of one batch from :func:`run_batch`'s output (log-normalised values, or rates for a rate map).
-
-    ``weighting="equal"`` averages one loss per table (footprint size) instead of pooling all footprints.
-
-    Parameters
-    ----------
-    net
-        The network (its ``map_space`` says whether ``out`` holds rates).
-    out
-        :func:`run_batch`'s footprint predictions ``(n, M)``.
-    batch
-        The batch they were computed from (targets, tables and, for a rate map, counts).
-    device
-        Where the loss is computed.
-    lam
-        Weight of the PCC term.
-    weighting
-        ``"pooled"`` or ``"equal"``.
-    target_sum
-        The recipe's normalisation target (a rate map's unit).
-
-    Returns
-    -------
-    The loss and its parts (``"mse"``, ``"pcc"``).
-
-    """
-    y = torch.from_numpy(batch.targets).to(device)
-    groups = (
-        torch.from_numpy(batch.groups).to(device)
-        if weighting == "equal" and batch.groups is not None
-        else None
-    )
-    if _is_rate(net):
-        if batch.counts is None:
-            raise ValueError("A rate map is trained on raw counts: load the sections with counts=True.")
-        return grouped_loss(
-            torch.log1p(out),
-            y,
-            groups,
-            lam,
-            rate=out,
-            counts=torch.from_numpy(batch.counts).to(device),
-            library=torch.from_numpy(batch.library).to(device),
-            target_sum=target_sum,
-        )
-    if groups is None:
-        return pixnet_loss(out, y, lam)
-    return grouped_loss(out, y, groups, lam)
+    """The loss ``net`` owns (:func:`net_loss`) of one batch from :func:`run_batch`'s output (:func:`score_batch`)."""
+    return score_batch(net_loss(net, lam=lam, weighting=weighting, target_sum=target_sum), out, batch, device)
 
 
 def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: bool, jitter_gen=None):
@@ -521,27 +511,36 @@ def run_batch(net, batch: Batch, device, *, cache: FeatureCache | None, frozen: 
 
 @torch.no_grad()
 def evaluate_batches(
-    net, batches: list[Batch], device, *, lam: float, progress: bool = False, dist: Distributed | None = None
+    net,
+    batches: list[Batch],
+    device,
+    *,
+    lam: float | None = None,
+    loss: Loss | None = None,
+    progress: bool = False,
+    dist: Distributed | None = None,
 ) -> dict:
-    """Loss, MSE and mean per-gene PCC over all footprints of fixed batches.
+    """The training loss (``loss``, else the one ``net`` owns with ``lam``), MSE and mean per-gene PCC of fixed batches.
 
-    With ``dist`` each rank runs its share of the batches and the predictions of all are gathered, so
-    every rank returns the metrics of all batches.
+    The loss is the one the training steps call, over the footprints of all batches (one pooled group, or one per
+    table with ``weighting="equal"``). With ``dist`` each rank runs its share of the batches and the predictions of
+    all are gathered, so every rank returns the metrics of all batches.
     """
+    if loss is None:
+        loss = net_loss(net, lam=0.5 if lam is None else lam)
     net.eval()
     mine = batches[dist.share(len(batches))] if dist is not None else batches
-    preds = []
-    for b in tqdm(mine, desc="validation", progress=progress, leave=False):
-        out = run_batch(net, b, device, cache=None, frozen=False)
-        preds.append(torch.log1p(out) if _is_rate(net) else out)
+    preds = [
+        run_batch(net, b, device, cache=None, frozen=False)
+        for b in tqdm(mine, desc="validation", progress=progress, leave=False)
+    ]
     if dist is not None:
         local = torch.cat(preds) if preds else torch.zeros((0, batches[0].targets.shape[1]), device=device)
         p = dist.gather_rows(local, dist.sizes([len(b.targets) for b in batches])).cpu()
     else:
         p = torch.cat(preds).cpu()
-    y = torch.cat([torch.from_numpy(b.targets) for b in batches])
-    loss, parts = pixnet_loss(p, y, lam)
-    return {"val_loss": float(loss), "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
+    value, parts = score_batch(loss, p, batches, "cpu")
+    return {"val_loss": float(value), "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
 
 
 class TilePlan:
@@ -643,6 +642,8 @@ class TilePlan:
         self.lam = lam
         self.device = device
         self.progress = progress
+        #: the loss the network owns: the training steps and validation call it alike
+        self.loss = net_loss(net, lam=lam, weighting=weighting, target_sum=target_sum)
 
     @property
     def has_validation(self) -> bool:
@@ -669,18 +670,10 @@ class TilePlan:
             mine = batch.tiles(self.dist.share(self.batch_size))
             local = run_batch(self.net, mine, self.device, cache=self.cache, frozen=self.frozen)
             pred = self.dist.gather_rows(local, self.dist.sizes(batch.tile_rows))
-        loss, parts = batch_loss(
-            self.net,
-            pred,
-            batch,
-            self.device,
-            lam=self.lam,
-            weighting=self.weighting,
-            target_sum=self.target_sum,
-        )
+        loss, parts = score_batch(self.loss, pred, batch, self.device)
         return loss, parts["pcc"]
 
     def validate(self) -> dict[str, float]:
         return evaluate_batches(
-            self.net, self.val_batches, self.device, lam=self.lam, progress=self.progress, dist=self.dist
+            self.net, self.val_batches, self.device, loss=self.loss, progress=self.progress, dist=self.dist
         )
