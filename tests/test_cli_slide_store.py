@@ -46,7 +46,7 @@ DRIVER = textwrap.dedent(
         setattr(module, name, wrapper)
 
     if point == "create":  # the new store's root written, nothing else
-        import stpredict._cli as cli
+        import stpredict.io._cli_stores as cli
         kill_on_call(cli, "_new_store", after=True)
     elif point == "map":  # while the dense map is being computed (the slide is one block)
         from stpredict.model._dense import DenseEngine

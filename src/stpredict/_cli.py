@@ -7,7 +7,6 @@ so ``stpredict --help`` answers at once.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from ._constants import MAX_PIXEL_BINS, WSI_SUFFIXES
 from ._logging import quiet_ome_zarr
 from ._paths import (
     CHECKPOINT_CONFIG,
+    StoreRefused,
     check_checkpoint_dir,
     check_dir,
     check_file,
@@ -106,49 +106,6 @@ def _values(table) -> str:
     if np.issubdtype(sample.dtype, np.integer) or np.array_equal(sample, np.round(sample)):
         return f"{int(np.asarray(X.sum()))} counts"
     return f"non-integer values (mean {float(np.asarray(X.mean())):.3g})"
-
-
-def _write(sdata: SpatialData, out: Path, overwrite: bool, by: str) -> None:
-    """Write ``sdata`` as a new store at ``out``; ``--overwrite`` replaces only a store of stpredict's own elements.
-
-    The store is written beside ``out`` and renamed into place, so a kill leaves the earlier store or the new one.
-    """
-    from ._core._store import (
-        _ELEMENT_TYPES,
-        HIDDEN_DIR,
-        _element_type,
-        is_zarr_store,
-        no_label_colours,
-        store_elements,
-        store_registry,
-        swap_folder,
-    )
-
-    _sweep_new_stores(out)
-    if out.exists():
-        if not overwrite:
-            raise UsageError(f"{out} exists; pass --overwrite to replace it.")
-        if not is_zarr_store(out) or not store_registry(out):
-            raise UsageError(
-                f"{out} exists and is not a store stpredict wrote; --overwrite replaces only those. Choose another "
-                "--out."
-            )
-        registry = store_registry(out)
-        yours = sorted(n for n, t in store_elements(out).items() if (registry.get(n) or {}).get("type") != t)
-        known = {"zarr.json", ".zattrs", ".zgroup", ".zmetadata", HIDDEN_DIR, *_ELEMENT_TYPES}
-        yours += sorted(p.name for p in out.iterdir() if p.name not in known)
-        if yours:
-            raise UsageError(
-                f"{out} holds element(s) {yours} that stpredict did not write (yours), so --overwrite does not "
-                "replace it; nothing was changed. Choose another --out, or remove those elements first."
-            )
-    record = sdata.attrs.setdefault("stpredict", {})
-    names = [n for t in _ELEMENT_TYPES for n in getattr(sdata, t)]
-    record["written"] = {n: {"type": _element_type(sdata, n), "by": by} for n in names}
-    tmp = out.with_name(_side_name(out, "new"))
-    with quiet_ome_zarr(), no_label_colours():
-        sdata.write(tmp, overwrite=True)
-    swap_folder(tmp, out, _side_name(out, "old"))  # a kill between its renames: _sweep_new_stores
 
 
 #: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
@@ -401,196 +358,17 @@ def _predict_slide(args: argparse.Namespace, model) -> int:
     added) stays. A name this run writes that the user's element has, or the user's elements on another slide, are
     refused before anything is computed or written.
     """
-    import uuid
-
     from . import io
-    from ._core._store import recover_store, set_aside_path, store_elements, write_along
+    from .io._cli_stores import check_slide_out, read_shapes_file, slide_run
 
-    out = Path(args.out)  # given: checked by _precheck
-    _sweep_new_stores(out)
-    if set_aside_path(out).exists():  # what a killed run of stpredict 0.1 left: settled first
-        recover_store(out)
-    if out.exists() and not _slide_store(out):
-        raise UsageError(
-            f"{out} exists and is not a store `stpredict predict` wrote for a slide; --overwrite replaces only "
-            "what stpredict wrote in those. Choose another --out (predictions for an existing SpatialData store: "
-            "`stpredict predict STORE.zarr --model ...` writes into it)."
-        )
-    if out.exists():
-        recover_store(out)  # an interrupted earlier run: finished or undone, and it says which
-    existing = store_elements(out) if out.exists() else {}
-    if existing and not args.overwrite:
-        raise UsageError(
-            f"{out} exists; pass --overwrite to replace what an earlier `stpredict predict` wrote in it "
-            "(elements you added to it stay)."
-        )
-    if out.exists() and not existing:
-        print(
-            f"{out} holds no elements (an interrupted run left it empty); writing into it.", file=sys.stderr
-        )
+    existing = check_slide_out(args.out, args.overwrite)  # given: checked by _precheck
     sdata = io.read_wsi(args.zarr, mpp=args.mpp, dataset_id=args.dataset_id)
-    record = dict(sdata.attrs["stpredict"]["slide"])
+    pixel_cs = sdata.attrs["stpredict"]["slide"]["pixel_cs"]
     # files of footprints (GeoJSON, GeoParquet) in the slide's pixels: read before anything is written
-    args.shapes = [_read_shapes_file(sdata, item, record["pixel_cs"]) for item in args.shapes]
+    args.shapes = [read_shapes_file(sdata, item, pixel_cs) for item in args.shapes]
     own = [*([] if args.no_image else list(sdata.images)), *args.shapes]
-    earlier, adopt = _earlier_slide_run(out, existing, record, own) if existing else ([], [])
-    run = uuid.uuid4().hex
-    if not out.exists():
-        _new_store(out, {"stpredict": {"slide": record}})
-    created = not existing
-    sdata.path = out
-    try:
-        with write_along(
-            sdata,
-            own,
-            by="stpredict predict",
-            remove=earlier,
-            attrs={"slide": {**record, "run": run}},
-            stamp={"run": run},
-            adopt=adopt,
-        ) as joined:
-            rc = _predict_into(sdata, model, args, args.out)
-        if not joined["taken"]:  # pragma: no cover - every prediction path writes through an ElementWriter
-            raise RuntimeError("the prediction wrote nothing into the store")
-    except BaseException:
-        if created and out.exists() and not store_elements(out):  # the empty store this run made
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    return rc
-
-
-def _earlier_slide_run(
-    out: Path, existing: dict[str, str], record: dict, own: list[str]
-) -> tuple[list[str], list[str]]:
-    """The earlier slide run's elements in ``out`` (replaced or removed) and a 0.1 store's elements to adopt.
-
-    Checks first that the user's elements are safe; changes nothing.
-    """
-    from ._core._store import store_attrs, store_registry
-
-    earlier_record = (store_attrs(out).get("stpredict") or {}).get("slide") or {}
-    registry = store_registry(out)
-    run = earlier_record.get("run")
-    adopt: list[str] = []
-    if run is not None:
-        earlier = [n for n, e in registry.items() if e.get("run") == run and n in existing]
-    else:
-        # a store of stpredict 0.1: its H&E copy and footprint files have no registry record; they are the recorded
-        # image and the shapes this run writes again under the same names (replaced, never removed)
-        earlier = []
-        adopt = [
-            n
-            for n in own
-            if n not in registry
-            and existing.get(n) == ("images" if n == earlier_record.get("image") else "shapes")
-        ]
-    yours = sorted(n for n in existing if n not in earlier and n not in adopt and n not in registry)
-    clash = sorted(set(yours) & set(own))
-    if clash:
-        raise UsageError(
-            f"{out} holds element(s) {clash} that stpredict did not write (yours), and this run would write elements "
-            "of the same names; nothing was changed. Rename the footprint file(s) or --dataset-id, or choose "
-            "another --out."
-        )
-
-    def identity(r: dict) -> tuple:
-        levels = r.get("levels") or [[None, None]]
-        return Path(str(r.get("path", ""))).name, tuple(levels[0]), r.get("mpp")
-
-    if yours and identity(earlier_record) != identity(record):
-        name, shape, mpp = identity(earlier_record)
-        raise UsageError(
-            f"{out} holds element(s) you added ({', '.join(yours)}) on the slide {name} ({shape[1]} x {shape[0]} px, "
-            f"{mpp} µm/px); this run is for {identity(record)[0]} ({record['levels'][0][1]} x "
-            f"{record['levels'][0][0]} px, {record['mpp']} µm/px), so they would no longer match. Nothing was "
-            "changed: choose another --out, or remove those elements first."
-        )
-    return earlier, adopt
-
-
-def _new_store(out: Path, attrs: dict) -> None:
-    """Create an empty SpatialData store at ``out`` in one rename (a kill leaves no half-made store there)."""
-    import os
-
-    import spatialdata as sd
-
-    tmp = out.with_name(_side_name(out, "new"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_ome_zarr():
-        sd.SpatialData(attrs=attrs).write(tmp)
-    os.rename(tmp, out)
-
-
-def _side_name(out: Path, kind: str) -> str:
-    """The name of a folder this process keeps beside ``out`` while it writes (``new``) or swaps (``old``)."""
-    import os
-    import socket
-
-    return f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
-
-
-def _sweep_new_stores(out: Path) -> None:
-    """Tidy what killed processes of this machine left next to ``out``, so that it holds the earlier or the new result.
-
-    Half-made new stores go; an earlier store moved aside for a swap that did not finish (``_write``) goes back.
-    Folders of other machines' processes (a shared file system) are left alone: their processes cannot be checked.
-    """
-    import os
-    import socket
-
-    from ._core._store import _pid_alive
-
-    host = socket.gethostname()
-
-    def dead(p: Path) -> bool:
-        pid = p.name.rsplit("-", 1)[-1]
-        return not _pid_alive({"host": host, "pid": int(pid) if pid.isdigit() else None})
-
-    for p in sorted(out.parent.glob(f".{out.name}.old-{host}-*")):
-        if not dead(p):
-            continue
-        if out.exists():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            os.rename(p, out)
-            print(f"{out}: put back the earlier store an interrupted run had moved aside.", file=sys.stderr)
-    for p in out.parent.glob(f".{out.name}.new-{host}-*"):
-        if dead(p):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _slide_store(path: Path) -> bool:
-    """Whether ``path`` is a zarr store that ``stpredict predict`` wrote for a slide file."""
-    from ._core._store import store_attrs
-
-    if not (path / "zarr.json").is_file():
-        return False
-    return ((store_attrs(path).get("stpredict") or {}).get("slide") or {}).get("reader") == "read_wsi"
-
-
-def _read_shapes_file(sdata: SpatialData, item: str, pixel_cs: str) -> str:
-    """Add a GeoJSON / GeoParquet file of footprints (full-resolution pixels) to ``sdata``; its name is returned."""
-    import geopandas as gpd
-    from spatialdata.models import ShapesModel
-
-    from ._core._mpp import pixel_and_micron_transforms
-
-    path = Path(item)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--shapes {item}: a slide file has no shapes elements, so --shapes takes files of footprints "
-            "(GeoJSON or GeoParquet, in the slide's full-resolution pixels); this file does not exist."
-        )
-    gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
-    gdf = gdf.reset_index(drop=True).set_crs(None, allow_override=True)  # pixels, not a map projection
-    name = path.name.split(".")[0]
-    if name in sdata.shapes or name in sdata.images:
-        raise UsageError(f"--shapes {item}: two elements would be named {name!r}; rename one of the files.")
-    mpp = sdata.attrs["stpredict"]["slide"]["mpp"]
-    sdata.shapes[name] = ShapesModel.parse(
-        gdf, transformations=pixel_and_micron_transforms(pixel_cs, mpp=mpp)
-    )
-    return name
+    with slide_run(sdata, args.out, existing, own):
+        return _predict_into(sdata, model, args, args.out)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -674,7 +452,9 @@ def _read_st(args: argparse.Namespace) -> int:
         raise UsageError("give either --section (with --data-dir) or all of --counts, --spots, --image.")
     print(summary(sdata))
     if args.out:
-        _write(sdata, Path(args.out), args.overwrite, by="stpredict read-st")
+        from .io._cli_stores import write_new
+
+        write_new(sdata, args.out, args.overwrite, by="stpredict read-st")
         print(f"\nwrote {args.out}")
     return 0
 
@@ -961,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except UsageError as exc:
+    except (UsageError, StoreRefused) as exc:
         if args.debug:
             raise
         print(f"{prog}: error: {_message(exc, sub)}", file=sys.stderr)

@@ -14,12 +14,23 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["check_checkpoint_dir", "check_dir", "check_file", "check_files", "check_zarr_store"]
+__all__ = [
+    "StoreRefused",
+    "check_checkpoint_dir",
+    "check_dir",
+    "check_file",
+    "check_files",
+    "check_zarr_store",
+]
 
 _LISTED = 8  # names shown when a folder's content is listed
 #: The files of a model checkpoint folder (``model.save``).
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "weights.pt"
+
+
+class StoreRefused(ValueError):
+    """A write the store rules refuse (docs/safety.md); nothing was changed. The command line exits with status 2."""
 
 
 def _q(path: Path) -> str:

@@ -39,16 +39,25 @@ def _table(i: int) -> ad.AnnData:
     return TableModel.parse(t, region="r", region_key="region", instance_key="instance_id")
 
 
-def test_tables_are_written_as_spatialdata_writes_them(tmp_path):
+def test_tables_are_written_as_spatialdata_writes_them(tmp_path, monkeypatch):
     """The ElementWriter writes a table's small parts from memory and shared provenance leaves once: same files."""
+    import spatialdata._io.io_table as io_table
+    import zarr
+
     tables = {f"t{i}": _table(i) for i in range(3)}
     sd.SpatialData(tables=tables).write(tmp_path / "ref.zarr")
     s = sd.SpatialData()
     s.write(tmp_path / "s.zarr")
     s = sd.read_zarr(tmp_path / "s.zarr")
+    stores = []  # spatialdata's writer is called on an in-memory group only: the fast path, X and all
+    real = io_table.write_table
+    monkeypatch.setattr(
+        io_table, "write_table", lambda t, g, n, **k: (stores.append(g.store), real(t, g, n, **k))
+    )
     with ElementWriter(s, list(tables), overwrite=False, by="test") as w:
         for n, t in tables.items():
             w.add(n, t)
+    assert len(stores) == 3 and all(isinstance(st, zarr.storage.MemoryStore) for st in stores), stores
     for n in tables:
         assert _files(tmp_path / "s.zarr" / "tables" / n) == _files(tmp_path / "ref.zarr" / "tables" / n), n
         back = sd.read_zarr(tmp_path / "s.zarr").tables[n]

@@ -467,7 +467,7 @@ def _write_table(tables: Path, name: str, table: Any, encoder: _Encoder) -> None
 
     if (
         table.raw is not None
-        or len(table.layers)
+        or any(k is not None for k in table.layers)  # anndata >= 0.13 lists X as the layer None
         or len(table.obsp)
         or len(table.varp)
         or not all(_plain_key(k) for k in table.uns)
