@@ -210,7 +210,7 @@ def test_backed_zarr_all_or_nothing(tmp_path, fresh, model, monkeypatch):
     import stpredict.tl._predict_dense as pdmod
 
     calls = {"n": 0}
-    real = pdmod._bins_shapes
+    real = pdmod.bins_shapes
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -218,14 +218,14 @@ def test_backed_zarr_all_or_nothing(tmp_path, fresh, model, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pdmod, "_bins_shapes", flaky)
+    monkeypatch.setattr(pdmod, "bins_shapes", flaky)
     with pytest.raises(KeyboardInterrupt):
         stp.tl.predict_dense(sdata, model, bins_um=(8, 16), overwrite=True, progress=False)
     for s in (sdata, sd.read_zarr(path)):
         assert "pixnet_dense" in s.images and "pixnet_square_008um" not in s.tables
         np.testing.assert_array_equal(np.asarray(s.tables["pixnet_square_016um"].X), before)
     assert not any((path / ".stpredict").glob("tx-*")), "the failed run's staging folder was not removed"
-    monkeypatch.setattr(pdmod, "_bins_shapes", real)
+    monkeypatch.setattr(pdmod, "bins_shapes", real)
 
     stp.tl.predict_dense(sdata, model, bins_um=(8, 16), shapes=["visium"], overwrite=True, progress=False)
     back = sd.read_zarr(path)

@@ -10,6 +10,7 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .. import _constants as C
+from .._core._bins import bin_id_raster
 from .._core._files import (
     check_dir,
     check_file,
@@ -232,14 +233,12 @@ def _read_bins_as_labels(
     del positions, pos
     rows = take.column("array_row").to_numpy()
     cols = take.column("array_col").to_numpy()
-    dt = np.int32 if n_rows * n_cols < np.iinfo(np.int32).max else np.int64
-    ids = rows.astype(dt) * dt(n_cols) + cols.astype(dt) + dt(1)
-    raster = np.zeros((n_rows, n_cols), dtype=dt)
-    raster[rows, cols] = ids
-    if np.count_nonzero(raster) != len(ids):
+    try:  # ids array_row * n_cols + array_col + 1, as predict_dense numbers its bins
+        ids, raster = bin_id_raster(rows, cols, (n_rows, n_cols))
+    except ValueError:
         raise ValueError(
             f"{name}: several barcodes of {counts_file} share a grid position (array_row, array_col)."
-        )
+        ) from None
 
     # the obs spatialdata-io writes (barcodes; in_tissue, array_row, array_col; location_id; region) + the bin ids
     for col in ("in_tissue", "array_row", "array_col"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,13 +12,11 @@ import anndata as ad
 import dask
 import dask.array as da
 import dask.threaded
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 import spatialdata as sd
 from dask.base import get_scheduler
-from spatialdata.models import Image2DModel, Labels2DModel, ShapesModel, TableModel
+from spatialdata.models import Image2DModel, TableModel
 from spatialdata.transformations import Scale, get_transformation
 from spatialdata.transformations import Sequence as TSequence
 
@@ -35,6 +32,7 @@ from .._core import (
     section_name,
 )
 from .._core._aggregate import map_pixel_values
+from .._core._bins import bin_grid, bin_ids, bin_means, bin_names, bins_labels, bins_shapes
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._image import level_paths
 from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table, map_head
@@ -289,12 +287,6 @@ def _parts_X(
     return X.rechunk((min(100_000, max(X.shape[0], 1)), n_genes))
 
 
-def _bins_shapes(rows: np.ndarray, cols: np.ndarray, side_px: float, transformations: dict):
-    x0, y0 = cols * side_px, rows * side_px
-    gdf = gpd.GeoDataFrame(geometry=shapely.box(x0, y0, x0 + side_px, y0 + side_px))
-    return ShapesModel.parse(gdf, transformations=transformations)
-
-
 def _shapes_mask(
     sdata: sd.SpatialData, shapes: str, image_key: str, shape: tuple[int, int], f_out: float
 ) -> np.ndarray:
@@ -304,111 +296,6 @@ def _shapes_mask(
     out = np.zeros(shape[0] * shape[1], bool)
     out[A.indices] = True
     return out.reshape(shape)
-
-
-def _bin_grid(mask: np.ndarray, k: int) -> np.ndarray | None:
-    """Which k × k bins of the map grid touch the mask: a ``(Hd // k, Wd // k)`` boolean array (``None``: no bin)."""
-    Hk, Wk = mask.shape[0] // k, mask.shape[1] // k
-    if Hk == 0 or Wk == 0:
-        return None
-    return mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).any(axis=(1, 3))
-
-
-def _bin_block(n_genes: int) -> int:
-    """Side in bins of the blocks bin tables are cut in: about 64 MB of float32 values per block."""
-    return max(16, int(math.sqrt(2**24 / max(n_genes, 1))))
-
-
-def _take_bins(block: np.ndarray, on: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(block[:, on].T, dtype=np.float32)
-
-
-def _bins(
-    dense: da.Array, on: np.ndarray, k: int, mask: np.ndarray
-) -> tuple[da.Array, np.ndarray, np.ndarray]:
-    """Lazy mean of ``dense`` over the k × k bins where ``on``: ``(X bins × genes, rows, cols)``.
-
-    ``mask`` is the map pixels that hold data (the map is 0 elsewhere): a bin is the mean of its pixels in the
-    mask, so a bin at the tissue's edge is the mean of its tissue pixels.
-
-    Bins are ordered block by block of the binned map (blocks of ``_bin_block(n_genes)`` bins a side, row-major
-    inside a block and between blocks), so each part of ``X`` comes from one block of about 64 MB: nothing larger
-    is ever in memory, whatever the number of bins. The order depends only on ``on`` and the number of genes.
-    """
-    n_genes = dense.shape[0]
-    Hk, Wk = on.shape
-    side = _bin_block(n_genes)
-    blocks = dense[:, : Hk * k, : Wk * k].reshape(n_genes, Hk, k, Wk, k)
-    if mask.all():
-        binned = blocks.mean(axis=(2, 4))
-    else:  # the mean over the pixels with data: the others are 0, so it is the sum over the bin / their number
-        n = mask[: Hk * k, : Wk * k].reshape(Hk, k, Wk, k).sum(axis=(1, 3), dtype=np.float32)
-        binned = blocks.sum(axis=(2, 4), dtype=np.float32) / np.maximum(n, 1)[None]
-    binned = binned.rechunk((n_genes, side, side))
-    parts, rows, cols = [], [], []
-    ys = np.cumsum((0, *binned.chunks[1]))
-    xs = np.cumsum((0, *binned.chunks[2]))
-    for i in range(len(ys) - 1):
-        for j in range(len(xs) - 1):
-            onb = on[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
-            r, c = np.nonzero(onb)
-            if len(r) == 0:
-                continue
-            rows.append(r + ys[i])
-            cols.append(c + xs[j])
-            part = dask.delayed(_take_bins, pure=True)(binned.blocks[0, i, j], onb)
-            parts.append(da.from_delayed(part, shape=(len(r), n_genes), dtype=np.float32))
-    if not parts:
-        return da.zeros((0, n_genes), dtype=np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    X = da.concatenate(parts)
-    return X.rechunk((min(100_000, X.shape[0]), n_genes)), np.concatenate(rows), np.concatenate(cols)
-
-
-def _label_dtype(n_cells: int) -> type[np.integer]:
-    return np.int32 if n_cells < np.iinfo(np.int32).max else np.int64
-
-
-def _bin_ids(rows: np.ndarray, cols: np.ndarray, Wk: int, n_cells: int) -> np.ndarray:
-    """Bin ids on the grid: ``row * Wk + col + 1`` (0 is the background of a labels raster)."""
-    dt = _label_dtype(n_cells)
-    return rows.astype(dt) * dt(Wk) + cols.astype(dt) + dt(1)
-
-
-def _bins_labels(on: np.ndarray, side_px: float, transformations: dict, chunk: int = 4096):
-    """A bin-id raster with one pixel per bin (``row * Wk + col + 1``, 0 where there is no bin), built block by block.
-
-    As :func:`spatialdata.rasterize_bins` makes for Visium HD: spatialdata-plot draws it with ``render_labels``
-    and a table annotating it colours it; placed on the H&E by a scale of ``side_px`` (H&E px per bin).
-    """
-    Hk, Wk = on.shape
-    dt = _label_dtype(Hk * Wk)
-    on_da = da.from_array(on, chunks=(min(chunk, Hk), min(chunk, Wk)))
-
-    def ids(block: np.ndarray, block_info=None) -> np.ndarray:
-        (y0, _), (x0, _) = block_info[0]["array-location"]
-        r = np.arange(y0, y0 + block.shape[0], dtype=dt)[:, None]
-        c = np.arange(x0, x0 + block.shape[1], dtype=dt)[None, :]
-        return np.where(block, r * dt(Wk) + c + dt(1), dt(0))
-
-    raster = on_da.map_blocks(ids, dtype=dt, name=f"stpredict-bin-ids-{uuid.uuid4().hex}")
-    return Labels2DModel.parse(
-        raster,
-        dims=("y", "x"),
-        transformations={
-            cs: TSequence([Scale([side_px, side_px], axes=("x", "y")), t])
-            for cs, t in transformations.items()
-        },
-    )
-
-
-def _bin_index(rows: np.ndarray, cols: np.ndarray) -> pd.Index:
-    """``"row_col"`` names for many bins (2.5 million: under a second, 0.2 GB held, little more while built)."""
-    names: list[str] = []
-    step = 1_000_000  # python ints of a million rows at a time, not of all of them
-    for i in range(0, len(rows), step):
-        r, c = rows[i : i + step].tolist(), cols[i : i + step].tolist()
-        names += [f"{a}_{b}" for a, b in zip(r, c, strict=True)]
-    return pd.Index(names)  # pandas infers its string dtype, as for names read back from a store
 
 
 @_docs.doc_params(
@@ -681,7 +568,7 @@ def predict_dense(
         for x0, x1 in itertools.pairwise(ex)
         if mask[y0:y1, x0:x1].any()
     ]
-    grids = {b: _bin_grid(mask, ks[b]) for b in bins_um}
+    grids = {b: bin_grid(mask, ks[b]) for b in bins_um}
     for b, on in grids.items():
         if on is None:
             logger.warning(f"The image is smaller than one {b} µm bin; no {b} µm bins.")
@@ -799,7 +686,7 @@ def predict_dense(
                 X = None
                 lazy_tables[table_name] = ("map", (rows, cols))
             else:  # a bin size that does not tile the blocks: from the stored map
-                X, rows, cols = _bins(stored, on, k, mask)
+                X, rows, cols = bin_means(stored, on, k, mask)
                 X = to_genes(X)
                 if X.size <= max_in_memory:
                     X = np.asarray(X.compute(), dtype=np.float32)
@@ -811,7 +698,7 @@ def predict_dense(
             region = f"{table_name}_{'labels' if as_labels else 'shapes'}"
             side = k * f_out
             if as_labels:
-                instance = _bin_ids(rows, cols, on.shape[1], on.size)
+                instance = bin_ids(rows, cols, on.shape[1], on.size)
             else:
                 instance = np.arange(len(rows))
             obs = pd.DataFrame(
@@ -823,7 +710,7 @@ def predict_dense(
                     ),
                     C.INSTANCE_KEY: instance,
                 },
-                index=_bin_index(rows, cols),
+                index=bin_names(rows, cols),
             )
             table = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
             table.obsm[C.SPATIAL_KEY] = np.c_[(cols + 0.5) * side, (rows + 0.5) * side]
@@ -846,9 +733,9 @@ def predict_dense(
                 **({"X": {"map": dense_name}} if X is None else {}),
             }
             if as_labels:
-                writer.add(region, _bins_labels(on, side, img_ts))
+                writer.add(region, bins_labels(on, side, img_ts))
             else:
-                writer.add(region, _bins_shapes(rows, cols, side, img_ts))
+                writer.add(region, bins_shapes(rows, cols, side, img_ts))
             writer.add(
                 table_name,
                 TableModel.parse(table, region=region, region_key=C.REGION_KEY, instance_key=C.INSTANCE_KEY),
@@ -882,7 +769,7 @@ def predict_dense(
             if kind == "map":
                 sdata.tables[name].X = to_genes(map_pixel_values(dense, *info))
             elif kind == "bins":
-                sdata.tables[name].X = to_genes(_bins(dense, *info, mask)[0])
+                sdata.tables[name].X = to_genes(bin_means(dense, *info, mask)[0])
             elif (
                 store is not None
             ):  # the parts were in the transaction folder, now gone: the stored table's X
