@@ -426,6 +426,19 @@ def test_pixel_bin_tables_stop_at_max_pixel_bins(tmp_path, fresh, model, monkeyp
     assert sdata.tables["pixnet_square_002um"].n_obs == n2
 
 
+def test_one_image_pyramid_per_call(fresh, model, monkeypatch):
+    """The engine's pyramid of the H&E also gives the tissue mask: predict_dense builds it once."""
+    from stpredict._core._image import Pyramid
+
+    built = []
+    real = Pyramid.from_element.__func__
+    monkeypatch.setattr(
+        Pyramid, "from_element", classmethod(lambda cls, *a, **k: built.append(1) or real(cls, *a, **k))
+    )
+    stp.tl.predict_dense(fresh, model, bins_um=(16,), progress=False)
+    assert len(built) == 1
+
+
 def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
     """The map's coarser levels: each the 2 × 2 means of the stored level before it, in spatialdata's level shapes.
 

@@ -42,8 +42,16 @@ def tissue_mask(
     A boolean array of ``shape``, True on tissue.
 
     """
-    mpp = get_mpp(sdata, image_key)
-    levels = Pyramid.from_sdata(sdata, image_key).levels
+    return pyramid_tissue_mask(
+        Pyramid.from_sdata(sdata, image_key), get_mpp(sdata, image_key), shape, threshold=threshold
+    )
+
+
+def pyramid_tissue_mask(
+    pyramid: Pyramid, mpp: float, shape: tuple[int, int], *, threshold: float | None = None
+) -> np.ndarray:
+    """:func:`tissue_mask` of an image's :class:`~stpredict._core.Pyramid` (``mpp``: its full resolution's µm/px)."""
+    levels = pyramid.levels
     # the coarsest level with pixels of at most ~4 µm (and at most ~4k px), smoothed over ~10 µm so that
     # nuclei and stroma average into "tissue" and only glass stays unsaturated
     arr, lf, _ = levels[0]
@@ -81,7 +89,14 @@ def tiles_mask(sdata: SpatialData, tiles: str, image_key: str, shape: tuple[int,
     A boolean array of ``shape``, True inside the tiles.
 
     """
-    H0, W0 = Pyramid.from_sdata(sdata, image_key).shape
+    return pyramid_tiles_mask(sdata, tiles, image_key, Pyramid.from_sdata(sdata, image_key).shape, shape)
+
+
+def pyramid_tiles_mask(
+    sdata: SpatialData, tiles: str, image_key: str, image_shape: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """:func:`tiles_mask` for an image of ``image_shape`` (full-resolution rows, cols) whose pyramid is built."""
+    H0, W0 = image_shape
     cover = tiles_cover(sdata, tiles, image_key)
     sy, sx = H0 / shape[0], W0 / shape[1]
     xs = (np.arange(shape[1]) + 0.5) * sx

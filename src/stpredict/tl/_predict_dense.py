@@ -48,7 +48,7 @@ from .._core._validate import (
 )
 from .._logging import logger
 from .._progress import dask_progress
-from ..pp._tissue import tiles_mask, tissue_mask
+from ..pp._tissue import pyramid_tiles_mask, pyramid_tissue_mask
 from ._aggregate import aggregate_table
 from ._records import prediction_record, values_text
 
@@ -518,9 +518,9 @@ def predict_dense(
     _, Hd, Wd = engine.shape
     f_out = engine.f_out  # full-resolution px per output px
     if tiles is not None:
-        mask = tiles_mask(sdata, tiles, image_key, (Hd, Wd))
+        mask = pyramid_tiles_mask(sdata, tiles, image_key, engine.pyramid.shape, (Hd, Wd))
     elif tissue:
-        mask = tissue_mask(sdata, image_key, (Hd, Wd), threshold=tissue_threshold)
+        mask = pyramid_tissue_mask(engine.pyramid, mpp, (Hd, Wd), threshold=tissue_threshold)
     else:
         mask = np.ones((Hd, Wd), bool)
     for s in shapes if not mask.all() else ():  # the shapes a user names are predicted whole, on glass too
