@@ -83,3 +83,13 @@ def test_tables_with_raw_layers_or_odd_uns_names_are_written_by_spatialdata(tmp_
     np.testing.assert_array_equal(back.layers["counts"], t.layers["counts"])
     np.testing.assert_array_equal(back.raw.X, t.raw.X)
     np.testing.assert_array_equal(back.obsp["d"], t.obsp["d"])
+
+
+def test_bin_names_are_row_col_strings_in_pandas_string_dtype():
+    from stpredict._core._bins import bin_names
+
+    rows, cols = np.array([0, 3, 12], dtype=np.int64), np.array([5, 0, 7], dtype=np.int32)
+    names = bin_names(rows, cols)
+    assert list(names) == ["0_5", "3_0", "12_7"]
+    assert names.dtype == pd.Index(["a"]).dtype  # as pandas infers for names, and reads them back
+    assert len(bin_names(rows[:0], cols[:0])) == 0
