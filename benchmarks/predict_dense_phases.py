@@ -34,6 +34,7 @@ def main() -> None:
 
     import stpredict as stp
     import stpredict._core._store as S
+    import stpredict._core._table_write as TW
     import stpredict.model._dense as D
     import stpredict.tl._predict_dense as P
     from stpredict.model import PixNet
@@ -56,8 +57,9 @@ def main() -> None:
 
     for n in ("_predict_block", "_fill_levels", "_bin_index", "aggregate_table"):
         timed(P, n)
-    for n in ("_write_new_store", "_write_table", "_apply", "_finish_root"):
+    for n in ("_write_new_store", "_apply", "_finish_root"):
         timed(S, n)
+    timed(TW, "_write_table")  # called by _write_new_store, in its own module
     for n in ("commit", "stage", "_reload_images"):
         timed(S.ElementWriter, n)
     timed(D.DenseEngine, "block")

@@ -7,7 +7,9 @@
 - :mod:`._latent`: latent maps (a model's last features) and the linear head that reads genes from them;
 - :mod:`._recipe`: gene choice and count normalisation;
 - :mod:`._elements`: tables linked to shapes, rows matched by footprint;
-- :mod:`._store`: the one element writer: checked names, provenance, staged transactional writes;
+- :mod:`._store`: the one element writer: checked names, staged transactional writes and their recovery
+  (:mod:`._store_meta`: the provenance registry and the store's own files; :mod:`._table_write`: tables written
+  through the fast path);
 - :mod:`._metrics`: per-gene PCC and PCC@F/S/M;
 - :mod:`._files`: the checks of the paths users pass (missing, a folder for a file or the reverse, truncated).
 """

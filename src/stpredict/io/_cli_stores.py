@@ -22,20 +22,17 @@ from typing import Any
 
 from spatialdata import SpatialData
 
-from .._core._store import (
+from .._core._store import recover_store, set_aside_path, swap_folder, write_along
+from .._core._store_meta import (
     _ELEMENT_TYPES,
     HIDDEN_DIR,
     _element_type,
     _pid_alive,
     is_zarr_store,
     no_label_colours,
-    recover_store,
-    set_aside_path,
     store_attrs,
     store_elements,
     store_registry,
-    swap_folder,
-    write_along,
 )
 from .._logging import logger, quiet_ome_zarr
 from .._paths import StoreRefused

@@ -36,7 +36,7 @@ from .._core._bins import bin_grid, bin_ids, bin_means, bin_names, bins_labels, 
 from .._core._footprints import footprint_matrix, shapes_footprints
 from .._core._image import level_paths
 from .._core._latent import LATENT_PREFIX, apply_head, head_name, head_table, map_head
-from .._core._store import release_memory
+from .._core._table_write import release_memory
 from .._core._validate import (
     check_int,
     check_model,
