@@ -55,7 +55,7 @@ def main() -> None:
 
         setattr(owner, name, g)
 
-    for n in ("_predict_block", "_fill_levels", "_bin_index", "aggregate_table"):
+    for n in ("_predict_block", "_fill_levels", "bin_names", "aggregate_table"):
         timed(P, n)
     for n in ("_write_new_store", "_apply", "_finish_root"):
         timed(S, n)

@@ -448,7 +448,7 @@ def test_map_levels_are_stored_one_at_a_time_as_2x2_means(tmp_path):
     import zarr
 
     from stpredict._core._image import level_paths
-    from stpredict.tl._predict_dense import _fill_levels, _map_skeleton
+    from stpredict.tl._dense_blocks import _fill_levels, _map_skeleton
 
     x = da.random.default_rng(0).random((3, 1037, 777), chunks=(3, 256, 256)).astype(np.float32)
     ref = Image2DModel.parse(x, dims=("c", "y", "x"), scale_factors=[2, 2, 2])  # down to <= 256 px
