@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
-from ._constants import MAX_PIXEL_BINS, WSI_SUFFIXES
+from ._constants import DEMO_TIME, MAX_PIXEL_BINS, WSI_SUFFIXES
 from ._logging import quiet_ome_zarr
 from ._paths import (
     CHECKPOINT_CONFIG,
@@ -45,161 +45,19 @@ def _read_zarr(path: str | Path) -> SpatialData:
         return sd.read_zarr(p)
 
 
-def summary(sdata: SpatialData) -> str:
-    """A short human-readable summary: images with pixel sizes, tables with sizes and what they hold."""
-    from ._core import full_resolution, get_mpp
-    from ._core._latent import head_name, map_head
-
-    lines = []
-    for key, el in sdata.images.items():
-        arr = full_resolution(el)
-        dims = dict(zip(arr.dims, arr.shape, strict=True))
-        try:
-            mpp = f"{get_mpp(sdata, key):.4f} µm/px"
-            extent = f", {dims['x'] * get_mpp(sdata, key) / 1000:.2f} x {dims['y'] * get_mpp(sdata, key) / 1000:.2f} mm"
-        except ValueError:
-            mpp, extent = "pixel size unknown", ""
-        latent = (
-            f" (a latent map: {len(head[2])} genes through its head, table {head_name(key)!r})"
-            if (head := map_head(sdata, key)) is not None
-            else ""
-        )
-        lines.append(
-            f"image  {key}: {dims['c']} x {dims['y']} x {dims['x']} (c, y, x) {arr.dtype}, {mpp}{extent}{latent}"
-        )
-    annotated = set()
-    for t in sdata.tables.values():
-        region = t.uns.get("spatialdata_attrs", {}).get("region")
-        annotated |= set(region) if isinstance(region, list | tuple) else {region}
-    for key, el in sdata.labels.items():
-        arr = full_resolution(el)
-        dims = " x ".join(str(n) for n in arr.shape)
-        what = " (a bin-id raster: a table's footprints)" if key in annotated else ""
-        lines.append(f"labels {key}: {dims} ({', '.join(arr.dims)}) {arr.dtype}{what}")
-    for key, gdf in sdata.shapes.items():
-        lines.append(f"shapes {key}: {len(gdf)} footprints")
-    for key, t in sdata.tables.items():
-        region = t.uns.get("spatialdata_attrs", {}).get("region", "-")
-        region = ", ".join(map(str, region)) if isinstance(region, list | tuple) else str(region)
-        lines.append(f"table  {key}: {t.n_obs} obs x {t.n_vars} genes, {_values(t)}, linked to {region}")
-    return "\n".join(lines)
-
-
-def _values(table) -> str:
-    """What a table's ``X`` holds, honestly: counts (with their total), predictions, or other values."""
-    import numpy as np
-
-    from ._constants import UNS_KEY
-
-    if not table.n_obs or not table.n_vars:
-        return "empty"
-    X = table.X
-    rec = table.uns.get(UNS_KEY, {})
-    if X is None and isinstance(rec, dict) and isinstance(rec.get("X"), dict):
-        return f"predicted log1p-normalised values: the pixels of the map {rec['X'].get('map')!r} (not stored twice)"
-    if X is None:
-        return "no X"
-    if isinstance(rec, dict) and "recipe" in rec:
-        return f"predicted log1p-normalised values (mean {float(np.asarray(X.mean())):.3g})"
-    sample = X[: min(table.n_obs, 1000)]
-    sample = sample.toarray() if hasattr(sample, "toarray") else np.asarray(sample)
-    if np.issubdtype(sample.dtype, np.integer) or np.array_equal(sample, np.round(sample)):
-        return f"{int(np.asarray(X.sum()))} counts"
-    return f"non-integer values (mean {float(np.asarray(X.mean())):.3g})"
-
-
-#: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
-DEMO_TIME = "about 1 minute on 2 CPU cores"
-
-
-def _demo_png(sdata: SpatialData, gene: str, path: Path, *, pred: str, truth: str) -> None:
-    """One figure: the gene's dense map over the H&E, and true vs predicted 8 µm bins with the PCC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .pl import compare, expression_map
-
-    fig = plt.figure(figsize=(15, 4.8), layout="constrained")
-    left, right = fig.subfigures(1, 2, width_ratios=[1, 2])
-    expression_map(sdata, gene, ax=left.subplots(), show=False)
-    axes = right.subplots(1, 2, sharex=True, sharey=True)
-    compare(sdata, gene, pred=pred, truth=truth, layer="expected", ax=axes, show=False)
-    axes[0].set_title(f"true {gene}, 8 µm bins")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _demo(args: argparse.Namespace) -> int:
-    import time
+    from ._demo import run_demo
 
-    import spatialdata as sd
-
-    from . import datasets, tl
-    from .model import PixNet
-
-    t_start = time.perf_counter()  # after the imports (torch, spatialdata: ~10 s cold)
-    t_phase: float | None = None
-
-    def step(msg: str | None) -> None:
-        """Print how long the previous step took, then the next step's title."""
-        nonlocal t_phase
-        now = time.perf_counter()
-        if t_phase is not None:
-            print(f"   ({now - t_phase:.0f} s)", flush=True)
-        if msg:
-            print(msg, flush=True)
-        t_phase = now
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    zarr_path = out / "synthetic.zarr"  # free unless --overwrite: checked by _precheck
-    step("1/4 generating the synthetic slide (H&E + known dense expression) ...")
-    # only the 8 µm truth bins are scored: the 2/16 µm ones (190 000 polygons) would only cost time
-    sdata = datasets.synthetic(seed=args.seed, width_um=args.width_um, height_um=args.height_um, bins_um=(8,))
-    sdata.write(zarr_path, overwrite=True)
-    with quiet_ome_zarr():
-        sdata = sd.read_zarr(zarr_path)
-    print(summary(sdata))
-    step(f"2/4 training PixNet on the legacy ST + Visium spots only ({args.epochs} epochs) ...")
-    model = PixNet(decoder_channels=32, train_mpp=2.0, tile_size=192)
-    model.train(
-        sdata,
-        tables=["st_spots", "visium_spots"],
-        n_top_genes=args.genes,
-        max_epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        batch_size=4,
+    return run_demo(
+        Path(args.out),
         seed=args.seed,
+        width_um=args.width_um,
+        height_um=args.height_um,
+        genes=args.genes,
+        epochs=args.epochs,
+        steps=args.steps,
         progress=not args.quiet,
     )
-    model_dir = model.save(out / "pixnet_model", overwrite=True)
-    step("3/4 predicting the dense map, 2/8/16 µm bins and the true 8 µm bins' footprints ...")
-    bins8 = "synthetic_square_008um"
-    names = tl.predict_dense(sdata, model, shapes=[bins8], progress=not args.quiet)
-    # honest numbers: the predicted 8 µm bins against the true expected expression of the same bins
-    pred = f"{model.key}_{bins8}"
-    per_gene, _ = tl.evaluate(sdata, pred=pred, truth="square_008um", layer="expected", ssim=False, ari=False)
-    pcc = per_gene.set_index("gene")["pcc"]
-    markers = sdata.tables["square_008um"].var["marker_of"]
-    candidates = [g for g in model.genes if markers.get(g, "none") != "none"] or list(model.genes)
-    gene = max(candidates, key=lambda g: pcc.get(g, float("-inf")))
-    png = out / f"pixnet_{gene}.png"
-    step(f"4/4 drawing {gene}: dense map over the H&E, true vs predicted 8 µm bins ...")
-    _demo_png(sdata, gene, png, pred=pred, truth="square_008um")
-    step(None)
-    print(
-        f"\nper-gene PCC of predicted vs true 8 µm bins (trained on spots only): median {pcc.median():.3f}, "
-        f"mean {pcc.mean():.3f} over {len(pcc)} genes"
-    )
-    print(f"added to the zarr: {', '.join(names)}")
-    print(f"zarr:  {zarr_path}\nmodel: {model_dir}\nplot:  {png}")
-    print(
-        f"done in {time.perf_counter() - t_start:.0f} s after the imports (the demo takes {DEMO_TIME} in all; "
-        "longer on a busy machine)."
-    )
-    return 0
 
 
 def _at_least(args: argparse.Namespace, flags: Sequence[str], low: float, *, strict: bool = False) -> None:
@@ -428,6 +286,8 @@ def _info(args: argparse.Namespace) -> int:
 
         print(slide_info(args.path).describe())
         return 0
+    from .io._summary import summary
+
     print(summary(_read_zarr(args.path)))
     return 0
 
@@ -450,6 +310,8 @@ def _read_st(args: argparse.Namespace) -> int:
         )
     else:
         raise UsageError("give either --section (with --data-dir) or all of --counts, --spots, --image.")
+    from .io._summary import summary
+
     print(summary(sdata))
     if args.out:
         from .io._cli_stores import write_new

@@ -63,3 +63,7 @@ ST_PITCH_UM: Final = 200.0
 VISIUM_SPOT_DIAMETER_UM: Final = 55.0
 VISIUM_PITCH_UM: Final = 100.0
 VISIUM_HD_BINS_UM: Final = (2, 8, 16)
+
+
+#: The demo's measured wall time (README, CLI help and docs say the same; see benchmarks/README.md "The demo").
+DEMO_TIME: Final = "about 1 minute on 2 CPU cores"

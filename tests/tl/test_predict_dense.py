@@ -516,7 +516,7 @@ def test_latent_map_gives_the_same_tables_and_reads_as_genes(tmp_path, slide, mo
                 atol=1e-5,
             )
     assert s.tables["lat_square_008um"].uns["stpredict"]["map_as"] == "latent"
-    from stpredict._cli import summary
+    from stpredict.io._summary import summary
 
     assert f"a latent map: {len(model.genes)} genes through its head, table 'lat_dense_head'" in summary(back)
     t2 = stp.io.read_table(tmp_path / "s.zarr", "lat_square_002um")
