@@ -41,6 +41,7 @@ LAYERS = {
     "pl": 10,
     "_cli": 11,
     "_demo": 11,
+    "_cli_checks": 11,
     "__main__": 11,
     "__init__": 12,
 }
