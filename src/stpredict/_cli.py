@@ -21,7 +21,7 @@ from ._paths import (
     check_zarr_store,
 )
 from ._settings import settings
-from ._types import ModelName, PresetName
+from ._types import BinsAs, MapAs, MapDtype, ModelName, PresetName
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -375,21 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bins-as",
-        choices=["auto", "shapes", "labels"],
+        choices=get_args(BinsAs),
         default="auto",
         help="what bin tables annotate: a polygon per bin, or a bin-id raster (labels); auto: labels for bins of "
         "one map pixel and above a million bins",
     )
     p.add_argument(
         "--dtype",
-        choices=["float32", "float16"],
+        choices=get_args(MapDtype),
         default="float32",
         help="precision of the stored map (float16: half the size, drawn by stpredict's plots but not by "
         "spatialdata-plot; bins are computed in float32 either way)",
     )
     p.add_argument(
         "--map-as",
-        choices=["genes", "latent"],
+        choices=get_args(MapAs),
         default="genes",
         help="what the stored map holds: one channel per gene, or the network's last features and its linear "
         "head (a quarter of the bytes for the default PixNet, the same tables; stpredict's readers decode genes, "

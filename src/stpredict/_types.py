@@ -6,8 +6,11 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "Aggregation",
+    "BinsAs",
     "Coverage",
     "LRSchedule",
+    "MapAs",
+    "MapDtype",
     "MapSpace",
     "ModelName",
     "OutActivation",
@@ -16,6 +19,7 @@ __all__ = [
     "TableWeighting",
     "TileMethod",
     "Upsample",
+    "WsiBackend",
     "check_choice",
 ]
 
@@ -40,6 +44,15 @@ Upsample = Literal["resize", "deconv"]
 TableWeighting = Literal["pooled", "equal"]
 #: Learning-rate schedule of one training call.
 LRSchedule = Literal["constant", "cosine"]
+#: What bin tables annotate (:func:`stpredict.tl.predict_dense`, :func:`stpredict.io.read_visium_hd`): polygons,
+#: a bin-id raster, or the raster for big tables and bins of one map pixel.
+BinsAs = Literal["auto", "shapes", "labels"]
+#: What a dense map stores: one channel per gene, or the network's last features and its linear head.
+MapAs = Literal["genes", "latent"]
+#: The stored dense map's precision.
+MapDtype = Literal["float32", "float16"]
+#: The reader of slide files: tifffile for TIFF-family files, OpenSlide for the others; ``"auto"`` picks.
+WsiBackend = Literal["auto", "tifffile", "openslide"]
 #: Resampling filter of the window reader.
 Resample = Literal["box", "bilinear"]
 

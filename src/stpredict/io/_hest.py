@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -43,6 +43,7 @@ from .._core._files import check_dir, check_hdf5, corrupt_file_error, read_json
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._core._validate import check_int, check_mpp_value, check_name, check_number
 from .._logging import logger
+from .._types import WsiBackend
 from ._utils import PathLike, check_files
 from ._wsi import slide_info, slide_sdata
 
@@ -160,7 +161,7 @@ def read_hest(
     dataset_id: str | None = None,
     mpp: float | None = None,
     spot_diameter_um: float | None = None,
-    backend: Literal["auto", "tifffile", "openslide"] = "auto",
+    backend: WsiBackend = "auto",
     chunks: int = 1024,
     var_names_make_unique: bool = False,
 ) -> SpatialData:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from spatialdata import SpatialData
@@ -22,6 +22,7 @@ from .._core._files import (
 )
 from .._core._mpp import add_micron_cs, micron_cs_name
 from .._logging import logger
+from .._types import BinsAs, check_choice
 from ._utils import PathLike
 from ._visium import RECOPY_OUTS
 
@@ -278,7 +279,7 @@ def read_visium_hd(
     *,
     dataset_id: str,
     bin_size: int | list[int] | None = None,
-    bins_as: Literal["auto", "shapes", "labels"] = "auto",
+    bins_as: BinsAs = "auto",
     fullres_image_file: PathLike | None = None,
     filtered_counts_file: bool = True,
     **kwargs: Any,
@@ -348,8 +349,7 @@ def read_visium_hd(
     path = check_dir(path, "Visium HD folder", expected="the Space Ranger `outs/` folder of a Visium HD run")
     if not dataset_id:
         raise ValueError("Pass a non-empty `dataset_id` (e.g. the sample name).")
-    if bins_as not in ("auto", "shapes", "labels"):
-        raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', not {bins_as!r}.")
+    check_choice("bins_as", bins_as, BinsAs)
     if fullres_image_file is not None:
         fullres_image_file = check_file(
             fullres_image_file, "Full-resolution image file", expected="the H&E image given to Space Ranger"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from spatialdata import SpatialData
@@ -24,12 +24,12 @@ from .._core._image import default_scale_factors
 from .._core._mpp import micron_cs_name, pixel_and_micron_transforms
 from .._core._validate import check_int, check_mpp_value, check_name
 from .._logging import logger
+from .._types import WsiBackend, check_choice
 from ._slide_mpp import _isotropic, _plausible, _tiff_mpp
 from ._utils import PathLike
 
 __all__ = ["WSI_SUFFIXES", "SlideInfo", "read_wsi", "slide_info"]
 
-WsiBackend = Literal["auto", "tifffile", "openslide"]
 
 #: File suffixes read with tifffile (TIFF containers).
 #: The coarsest pyramid level kept: smaller levels (thumbnails) help nobody.
@@ -385,8 +385,7 @@ def slide_info(path: PathLike, *, backend: WsiBackend = "auto") -> SlideInfo:
 
     """
     path = check_file(path, "Slide file", expected=_EXPECTED_SLIDE)
-    if backend not in ("auto", "tifffile", "openslide"):
-        raise ValueError(f"`backend` must be 'auto', 'tifffile' or 'openslide', got {backend!r}.")
+    check_choice("backend", backend, WsiBackend)
     return _open(path, backend, 1024)
 
 

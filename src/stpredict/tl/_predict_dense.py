@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import anndata as ad
 import dask
@@ -45,6 +45,7 @@ from .._core._validate import (
 )
 from .._logging import logger
 from .._progress import dask_progress
+from .._types import BinsAs, MapAs, MapDtype, check_choice
 from ..pp._tissue import pyramid_tiles_mask, pyramid_tissue_mask
 from ._aggregate import aggregate_table
 from ._records import prediction_record, values_text
@@ -90,7 +91,7 @@ def predict_dense(
     out_mpp: float = 2.0,
     bins_um: Sequence[int] = C.VISIUM_HD_BINS_UM,
     shapes: Sequence[str] | None = None,
-    bins_as: Literal["auto", "shapes", "labels"] = "auto",
+    bins_as: BinsAs = "auto",
     chunk_size: int = 512,
     margin: int | None = None,
     tissue: bool = True,
@@ -98,8 +99,8 @@ def predict_dense(
     tiles: str | None = None,
     max_in_memory: float = 2e8,
     max_pixel_bins: int | None = C.MAX_PIXEL_BINS,
-    dtype: Literal["float32", "float16"] = "float32",
-    map_as: Literal["genes", "latent"] = "genes",
+    dtype: MapDtype = "float32",
+    map_as: MapAs = "genes",
     overwrite: bool = False,
     device: str | None = None,
     progress: bool | None = None,
@@ -234,8 +235,7 @@ def predict_dense(
     out_mpp = check_number("out_mpp", out_mpp)
     chunk_size = check_int("chunk_size", chunk_size, minimum=16)
     margin = None if margin is None else check_int("margin", margin, minimum=0)
-    if map_as not in ("genes", "latent"):
-        raise ValueError(f"`map_as` must be 'genes' or 'latent', got {map_as!r}.")
+    check_choice("map_as", map_as, MapAs)
     engine = model.engine(
         sdata,
         image_key=image_key,
@@ -253,8 +253,7 @@ def predict_dense(
     max_in_memory = check_number("max_in_memory", max_in_memory, minimum=0, inclusive=True)
     if max_pixel_bins is not None:
         max_pixel_bins = check_int("max_pixel_bins", max_pixel_bins, minimum=0)
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}.")
+    check_choice("dtype", dtype, MapDtype)
     if tissue_threshold is not None:
         tissue_threshold = check_number(
             "tissue_threshold", tissue_threshold, minimum=0, maximum=1, inclusive=True
@@ -275,8 +274,7 @@ def predict_dense(
             )
         ks[b] = round(k)
     shapes = check_names("shapes", shapes or [], available=list(sdata.shapes), kind="shapes")
-    if bins_as not in ("auto", "shapes", "labels"):
-        raise ValueError(f"`bins_as` must be 'auto', 'shapes' or 'labels', got {bins_as!r}.")
+    check_choice("bins_as", bins_as, BinsAs)
     dense_name = f"{key_added}_dense"
     names = [dense_name]
     if head is not None or map_head(sdata, dense_name) is not None:  # a re-run as genes removes the old head
