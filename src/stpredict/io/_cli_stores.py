@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from .._core._store_meta import (
     store_elements,
     store_registry,
 )
-from .._logging import logger, quiet_ome_zarr
+from .._logging import quiet_ome_zarr
 from .._paths import StoreRefused
 
 __all__ = [
@@ -72,7 +73,7 @@ def sweep_beside(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             os.rename(p, out)
-            logger.warning(f"{out}: put back the earlier store an interrupted run had moved aside.")
+            print(f"{out}: put back the earlier store an interrupted run had moved aside.", file=sys.stderr)
     for p in out.parent.glob(f".{out.name}.new-{host}-*"):
         if dead(p):
             shutil.rmtree(p, ignore_errors=True)
@@ -145,7 +146,9 @@ def check_slide_out(out: str | os.PathLike, overwrite: bool) -> dict[str, str]:
             "(elements you added to it stay)."
         )
     if out.exists() and not existing:
-        logger.warning(f"{out} holds no elements (an interrupted run left it empty); writing into it.")
+        print(
+            f"{out} holds no elements (an interrupted run left it empty); writing into it.", file=sys.stderr
+        )
     return existing
 
 

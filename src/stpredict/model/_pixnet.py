@@ -231,7 +231,7 @@ class PixNet(DenseModel, TrainedModel):
         self._warn_sparse_log_targets(run)
         parts = run.targets(
             self.recipe, counts=self.module.loss().needs_counts
-        )  # a count likelihood's counts
+        )  # a count likelihood: raw counts
         sections = {  # a training section without footprints is left out (check_supervision warned)
             i: section_data(
                 sdata, parts[i], image_key=run.image_keys[i], train_mpp=self.train_mpp, name=run.names[i]

@@ -177,12 +177,10 @@ class Loss:
             idx = [torch.nonzero(groups == g).squeeze(1) for g in torch.unique(groups)]
         losses, pccs = [], []
         for i in idx:
-
-            def part(x: torch.Tensor | None, i: torch.Tensor | None = i) -> torch.Tensor | None:
-                return x if x is None or i is None else x[i]
-
-            o, y, lg = part(out), part(target), part(log)
-            loss = self.fit(o, y, part(counts), part(library))
+            o, y, lg, c, lib = (
+                x if x is None or i is None else x[i] for x in (out, target, log, counts, library)
+            )
+            loss = self.fit(o, y, c, lib)
             if lg.shape[0] >= 2 and self.lam:
                 pcc = batch_pcc(lg, y).mean()
                 loss = loss + self.lam * (1 - pcc)

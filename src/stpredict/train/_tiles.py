@@ -93,14 +93,9 @@ def score_batch(
             return None
         return torch.from_numpy(np.concatenate(parts)).to(device)
 
-    counts = library = None
-    if loss.needs_counts:
-        counts, library = rows("counts"), rows("library")
-        if counts is None:
-            raise ValueError(
-                f"The {loss.name!r} loss (a rate map) is trained on raw counts: load the sections with counts=True."
-            )
+    counts, library = (rows("counts"), rows("library")) if loss.needs_counts else (None, None)
     groups = rows("groups") if loss.weighting == "equal" else None
+    # the loss itself refuses a count likelihood without counts
     return loss(out, rows("targets"), groups=groups, counts=counts, library=library)
 
 
